@@ -1,0 +1,336 @@
+"""Prometheus metrics for riskmon: the metrics contract of DESIGN.md in one object.
+
+Shared by both drivers (the Faust worker and the in-process demo/replay driver). Usage::
+
+    metrics = RiskMetrics(snapshot=lambda: latest_snapshot)   # a callable, read at scrape time
+    metrics.event("prices")                                  # riskmon_events_total{topic}
+    metrics.rejected("positions", "stale_sequence")          # riskmon_events_rejected_total
+    metrics.observe_lag(0.012)                               # riskmon_event_lag_seconds
+    metrics.set_ready(True)                                  # riskmon_worker_ready
+    serve(metrics.registry, port=9464)                       # /metrics in a daemon thread
+
+Two kinds of series:
+
+* **Per-worker instruments** (counters, the lag histogram, the ready gauge) are ordinary
+  prometheus_client metrics updated by the driver as events flow.
+* **State-derived gauges** (accounts by state, mark timestamps, and the venue-level figures per
+  fund and scenario) are produced at SCRAPE TIME by a custom collector from a
+  :class:`MetricsSnapshot` returned by the ``snapshot`` callable. Build the snapshot on the thread
+  (or event loop) that owns the engine and publish it by swapping one reference; the collector
+  then never touches the engine from the HTTP server's thread. ``MetricsSnapshot.venue`` may be
+  ``None``: a worker that does not run the combining agent exports only its per-worker gauges.
+
+Label cardinality is bounded by construction: ``fund`` (a handful), ``scenario`` ("current", the
+named scenarios and a few selected grid points, see :data:`SELECTED_GRID_SHOCKS`), ``state`` (five),
+``instrument`` (the venue's list), ``topic`` and ``reason`` (enums). Never per-account labels.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# ---------------------------------------------------------------------------------------------
+# Bounded label values
+# ---------------------------------------------------------------------------------------------
+
+#: Risk states, safest first. ``riskmon_accounts{state}`` always carries all five.
+STATES: tuple[str, ...] = ("healthy", "watch", "at_risk", "liquidatable", "underwater")
+
+#: Input topics pre-initialised on ``riskmon_events_total`` (series exist before the first event).
+DEFAULT_TOPICS: tuple[str, ...] = ("prices", "positions", "balances", "insurance_fund", "instruments")
+
+#: Uniform shocks (signed fraction of price) exported as ``scenario`` labels, besides "current"
+#: and the named scenarios. A grid of 101 points stays in the engine; only these reach Prometheus.
+SELECTED_GRID_SHOCKS: tuple[float, ...] = (-0.30, -0.20, -0.10, 0.10, 0.20, 0.30)
+
+#: Lag buckets in seconds: sub-millisecond in-process up to minutes behind on a lagging consumer.
+LAG_BUCKETS: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)
+
+
+def grid_scenario_name(shock: float) -> str:
+    """Scenario label of a uniform shock: ``-0.1`` -> ``uniform_down_10``, ``0.2`` -> ``uniform_up_20``."""
+    pct = round(abs(shock) * 100)
+    return f"uniform_{'down' if shock < 0 else 'up'}_{pct}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Snapshot: what the collector exports, frozen, built by the engine's owner
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioFigures:
+    """One fund under one scenario ("current" = no shock)."""
+
+    projected_bad_debt_usd: float
+    socialized_loss_usd: float  # max(0, bad debt − fund balance)
+    haircut_ratio: float  # socialized loss ÷ profitable unrealized PnL (0 when nothing socialized)
+    profitable_upnl_usd: float = 0.0  # unrealized profit of profitable traders (haircut base)
+    adl_queue_notional_usd: float = 0.0  # notional the ADL queue would close to absorb the loss
+
+
+@dataclass(frozen=True, slots=True)
+class FundFigures:
+    """Venue-level figures of one insurance fund."""
+
+    fund: str
+    balance_usd: float
+    liquidatable_notional_usd: float
+    # Smallest uniform move exhausting the fund; 0 = exhausted now; +inf = survives the whole grid.
+    exhaustion_shock_down: float
+    exhaustion_shock_up: float
+    scenarios: Mapping[str, ScenarioFigures] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VenueSnapshot:
+    funds: tuple[FundFigures, ...]
+    ts_event: float | None = None  # event time the venue figures were computed at
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSnapshot:
+    """Everything the scrape-time collector exports; immutable, cheap to swap atomically."""
+
+    accounts_by_state: Mapping[str, int] = field(default_factory=dict)  # per worker
+    mark_timestamps: Mapping[str, float] = field(default_factory=dict)  # instrument -> ts_event
+    venue: VenueSnapshot | None = None  # None: this worker exports no venue-level gauges
+    positions: int | None = None  # open positions held by this worker (optional)
+
+    @staticmethod
+    def empty() -> MetricsSnapshot:
+        return MetricsSnapshot()
+
+
+# ---------------------------------------------------------------------------------------------
+# Building figures from an engine FundReport (duck-typed: the engine module stays optional here)
+# ---------------------------------------------------------------------------------------------
+
+
+def _get(obj: Any, *names: str, default: Any = None) -> Any:
+    for name in names:
+        if isinstance(obj, Mapping) and name in obj:
+            return obj[name]
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    return default
+
+
+def _num(value: Any, default: float = 0.0) -> float:
+    if value is None:
+        return default
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return default
+    return out if not math.isnan(out) else default
+
+
+def scenario_figures(bad_debt: float, fund_balance: float, profitable_upnl: float,
+                     adl_queue_notional: float = 0.0) -> ScenarioFigures:
+    """Socialized loss and haircut from bad debt, fund and profitable uPnL (the contract's rules)."""
+    bad = max(0.0, bad_debt)
+    social = max(0.0, bad - max(0.0, fund_balance)) if fund_balance >= 0 else bad
+    haircut = social / profitable_upnl if profitable_upnl > 0 else (0.0 if social == 0 else math.inf)
+    return ScenarioFigures(bad, social, haircut, max(0.0, profitable_upnl), max(0.0, adl_queue_notional))
+
+
+def _shock_value(value: Any) -> float:
+    if value is None:
+        return math.inf
+    return _num(value, math.inf)
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioRow:
+    """A scenario's raw figures as read from a report (before selection)."""
+
+    name: str
+    bad_debt_usd: float
+    profitable_upnl_usd: float
+    adl_queue_notional_usd: float
+    socialized_loss_usd: float | None = None
+    haircut_ratio: float | None = None
+
+
+def fund_figures(fund: str, balance_usd: float, liquidatable_notional_usd: float,
+                 shock_down: float | None, shock_up: float | None,
+                 rows: Iterable[ScenarioRow]) -> FundFigures:
+    """Assemble :class:`FundFigures`; missing socialized/haircut values follow the contract rules."""
+    scenarios: dict[str, ScenarioFigures] = {}
+    for row in rows:
+        derived = scenario_figures(row.bad_debt_usd, balance_usd, row.profitable_upnl_usd,
+                                   row.adl_queue_notional_usd)
+        scenarios[row.name] = ScenarioFigures(
+            derived.projected_bad_debt_usd,
+            derived.socialized_loss_usd if row.socialized_loss_usd is None else row.socialized_loss_usd,
+            derived.haircut_ratio if row.haircut_ratio is None else row.haircut_ratio,
+            derived.profitable_upnl_usd,
+            derived.adl_queue_notional_usd,
+        )
+    return FundFigures(fund, balance_usd, liquidatable_notional_usd,
+                       _shock_value(shock_down), _shock_value(shock_up), scenarios)
+
+
+# ---------------------------------------------------------------------------------------------
+# The scrape-time collector
+# ---------------------------------------------------------------------------------------------
+
+
+class SnapshotCollector(Collector):
+    """Yields the state-derived gauges from ``snapshot()`` at every scrape."""
+
+    def __init__(self, snapshot: Callable[[], MetricsSnapshot | None]) -> None:
+        self._snapshot = snapshot
+
+    def describe(self) -> Iterable[Any]:
+        return []  # dynamic collector: no registration-time collision checks, nothing computed
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snap = self._snapshot() or MetricsSnapshot.empty()
+
+        accounts = GaugeMetricFamily("riskmon_accounts", "Accounts per risk state.", labels=["state"])
+        for state in STATES:
+            accounts.add_metric([state], float(snap.accounts_by_state.get(state, 0)))
+        yield accounts
+
+        marks = GaugeMetricFamily(
+            "riskmon_mark_price_timestamp_seconds",
+            "Event time (Unix seconds) of the latest mark price per instrument.",
+            labels=["instrument"],
+        )
+        for instrument in sorted(snap.mark_timestamps):
+            marks.add_metric([instrument], float(snap.mark_timestamps[instrument]))
+        yield marks
+
+        if snap.positions is not None:
+            yield GaugeMetricFamily("riskmon_positions", "Open positions held by this worker.",
+                                    value=float(snap.positions))
+
+        if snap.venue is None:
+            return
+        yield from self._venue(snap.venue)
+
+    @staticmethod
+    def _venue(venue: VenueSnapshot) -> Iterator[GaugeMetricFamily]:
+        def family(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=labels)
+
+        balance = family("riskmon_insurance_fund_balance_usd", "Latest insurance fund balance.",
+                         ["fund"])
+        liq = family("riskmon_liquidatable_notional_usd",
+                     "Notional of positions liquidatable now (utilization >= 1).", ["fund"])
+        shock = family("riskmon_fund_exhaustion_shock_ratio",
+                       "Smallest uniform move (0.18 = 18 %) at which projected bad debt exceeds "
+                       "the fund; 0 = exhausted now, +Inf = survives the whole stress grid.",
+                       ["fund", "direction"])
+        bad = family("riskmon_projected_bad_debt_usd",
+                     "Bad debt if every liquidatable/underwater account were closed now, per "
+                     "scenario.", ["fund", "scenario"])
+        social = family("riskmon_socialized_loss_usd",
+                        "Projected bad debt the insurance fund cannot cover.", ["fund", "scenario"])
+        haircut = family("riskmon_socialized_loss_haircut_ratio",
+                         "Socialized loss / unrealized profit of profitable traders.",
+                         ["fund", "scenario"])
+        profit = family("riskmon_profitable_upnl_usd",
+                        "Unrealized profit of profitable positions (the haircut base).",
+                        ["fund", "scenario"])
+        adl = family("riskmon_adl_queue_notional_usd",
+                     "Notional the auto-deleveraging queue would close to absorb the socialized "
+                     "loss.", ["fund", "scenario"])
+        for f in sorted(venue.funds, key=lambda f: f.fund):
+            balance.add_metric([f.fund], f.balance_usd)
+            liq.add_metric([f.fund], f.liquidatable_notional_usd)
+            shock.add_metric([f.fund, "down"], f.exhaustion_shock_down)
+            shock.add_metric([f.fund, "up"], f.exhaustion_shock_up)
+            for name in sorted(f.scenarios):
+                s = f.scenarios[name]
+                bad.add_metric([f.fund, name], s.projected_bad_debt_usd)
+                social.add_metric([f.fund, name], s.socialized_loss_usd)
+                haircut.add_metric([f.fund, name], s.haircut_ratio)
+                profit.add_metric([f.fund, name], s.profitable_upnl_usd)
+                adl.add_metric([f.fund, name], s.adl_queue_notional_usd)
+        yield from (balance, liq, shock, bad, social, haircut, profit, adl)
+        if venue.ts_event is not None:
+            yield GaugeMetricFamily("riskmon_venue_report_timestamp_seconds",
+                                    "Event time the venue-level figures were computed at.",
+                                    value=venue.ts_event)
+
+
+# ---------------------------------------------------------------------------------------------
+# RiskMetrics: the registry and the per-worker instruments
+# ---------------------------------------------------------------------------------------------
+
+
+class RiskMetrics:
+    """Owns a ``CollectorRegistry`` with the whole metrics contract.
+
+    ``snapshot`` is read at scrape time (possibly from the HTTP server's thread): make it return
+    an immutable :class:`MetricsSnapshot`; :meth:`publish` + the default callable do exactly that.
+    """
+
+    def __init__(self, snapshot: Callable[[], MetricsSnapshot | None] | None = None, *,
+                 topics: Iterable[str] = DEFAULT_TOPICS,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._lock = threading.Lock()
+        self._latest: MetricsSnapshot | None = None
+        self.events_total = Counter("riskmon_events", "Input events processed, per topic.",
+                                    ["topic"], registry=self.registry)
+        self.events_rejected_total = Counter(
+            "riskmon_events_rejected", "Input events rejected (dead-lettered), per topic and reason.",
+            ["topic", "reason"], registry=self.registry)
+        self.event_lag_seconds = Histogram(
+            "riskmon_event_lag_seconds", "Processing time minus event time.",
+            buckets=LAG_BUCKETS, registry=self.registry)
+        self.worker_ready = Gauge("riskmon_worker_ready", "1 once state is recovered and the "
+                                  "worker is processing.", registry=self.registry)
+        for topic in topics:
+            self.events_total.labels(topic=topic)
+        self.worker_ready.set(0)
+        self.registry.register(SnapshotCollector(snapshot if snapshot is not None else self.latest))
+
+    # -- per-worker instruments ---------------------------------------------------------------
+    def event(self, topic: str, n: int = 1) -> None:
+        self.events_total.labels(topic=topic).inc(n)
+
+    def rejected(self, topic: str, reason: str, n: int = 1) -> None:
+        self.events_rejected_total.labels(topic=topic, reason=reason).inc(n)
+
+    def observe_lag(self, seconds: float) -> None:
+        self.event_lag_seconds.observe(max(0.0, seconds))
+
+    def set_ready(self, ready: bool = True) -> None:
+        self.worker_ready.set(1 if ready else 0)
+
+    # -- snapshot publication (when no external callable was given) --------------------------
+    def publish(self, snapshot: MetricsSnapshot) -> None:
+        with self._lock:
+            self._latest = snapshot
+
+    def latest(self) -> MetricsSnapshot | None:
+        with self._lock:
+            return self._latest
+
+    def sample(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
+        """Current value of one sample (tests, the live view)."""
+        return self.registry.get_sample_value(name, dict(labels or {}))
+
+
+def serve(registry: CollectorRegistry, port: int = 9464, addr: str = "0.0.0.0") -> tuple[Any, int]:
+    """Serve ``registry`` on ``http://addr:port/metrics`` from a daemon thread.
+
+    ``port=0`` picks a free port. Returns ``(server, bound_port)``; ``server.shutdown()`` stops it.
+    """
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return server, int(server.server_address[1])
