@@ -45,7 +45,13 @@ from prometheus_client.registry import Collector
 STATES: tuple[str, ...] = ("healthy", "watch", "at_risk", "liquidatable", "underwater")
 
 #: Input topics pre-initialised on ``riskmon_events_total`` (series exist before the first event).
-DEFAULT_TOPICS: tuple[str, ...] = ("prices", "positions", "balances", "insurance_fund", "instruments")
+DEFAULT_TOPICS: tuple[str, ...] = (
+    "prices",
+    "positions",
+    "balances",
+    "insurance_fund",
+    "instruments",
+)
 
 #: Uniform shocks (signed fraction of price) exported as ``scenario`` labels, besides "current"
 #: and the named scenarios. A grid of 101 points stays in the engine; only these reach Prometheus.
@@ -53,12 +59,26 @@ SELECTED_GRID_SHOCKS: tuple[float, ...] = (-0.30, -0.20, -0.10, 0.10, 0.20, 0.30
 
 #: Lag buckets in seconds: sub-millisecond in-process up to minutes behind on a lagging consumer.
 LAG_BUCKETS: tuple[float, ...] = (
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
 )
 
 
 def grid_scenario_name(shock: float) -> str:
-    """Scenario label of a uniform shock: ``-0.1`` -> ``uniform_down_10``, ``0.2`` -> ``uniform_up_20``."""
+    """Label of a uniform shock: ``-0.1`` -> ``uniform_down_10``, ``0.2`` -> ``uniform_up_20``."""
     pct = round(abs(shock) * 100)
     return f"uniform_{'down' if shock < 0 else 'up'}_{pct}"
 
@@ -136,13 +156,18 @@ def _num(value: Any, default: float = 0.0) -> float:
     return out if not math.isnan(out) else default
 
 
-def scenario_figures(bad_debt: float, fund_balance: float, profitable_upnl: float,
-                     adl_queue_notional: float = 0.0) -> ScenarioFigures:
-    """Socialized loss and haircut from bad debt, fund and profitable uPnL (the contract's rules)."""
+def scenario_figures(
+    bad_debt: float, fund_balance: float, profitable_upnl: float, adl_queue_notional: float = 0.0
+) -> ScenarioFigures:
+    """Socialized loss and haircut from bad debt, fund and profitable uPnL (contract rules)."""
     bad = max(0.0, bad_debt)
     social = max(0.0, bad - max(0.0, fund_balance)) if fund_balance >= 0 else bad
-    haircut = social / profitable_upnl if profitable_upnl > 0 else (0.0 if social == 0 else math.inf)
-    return ScenarioFigures(bad, social, haircut, max(0.0, profitable_upnl), max(0.0, adl_queue_notional))
+    haircut = (
+        social / profitable_upnl if profitable_upnl > 0 else (0.0 if social == 0 else math.inf)
+    )
+    return ScenarioFigures(
+        bad, social, haircut, max(0.0, profitable_upnl), max(0.0, adl_queue_notional)
+    )
 
 
 def _shock_value(value: Any) -> float:
@@ -163,23 +188,37 @@ class ScenarioRow:
     haircut_ratio: float | None = None
 
 
-def fund_figures(fund: str, balance_usd: float, liquidatable_notional_usd: float,
-                 shock_down: float | None, shock_up: float | None,
-                 rows: Iterable[ScenarioRow]) -> FundFigures:
-    """Assemble :class:`FundFigures`; missing socialized/haircut values follow the contract rules."""
+def fund_figures(
+    fund: str,
+    balance_usd: float,
+    liquidatable_notional_usd: float,
+    shock_down: float | None,
+    shock_up: float | None,
+    rows: Iterable[ScenarioRow],
+) -> FundFigures:
+    """Assemble :class:`FundFigures`; missing socialized/haircut values follow the contract."""
     scenarios: dict[str, ScenarioFigures] = {}
     for row in rows:
-        derived = scenario_figures(row.bad_debt_usd, balance_usd, row.profitable_upnl_usd,
-                                   row.adl_queue_notional_usd)
+        derived = scenario_figures(
+            row.bad_debt_usd, balance_usd, row.profitable_upnl_usd, row.adl_queue_notional_usd
+        )
         scenarios[row.name] = ScenarioFigures(
             derived.projected_bad_debt_usd,
-            derived.socialized_loss_usd if row.socialized_loss_usd is None else row.socialized_loss_usd,
+            derived.socialized_loss_usd
+            if row.socialized_loss_usd is None
+            else row.socialized_loss_usd,
             derived.haircut_ratio if row.haircut_ratio is None else row.haircut_ratio,
             derived.profitable_upnl_usd,
             derived.adl_queue_notional_usd,
         )
-    return FundFigures(fund, balance_usd, liquidatable_notional_usd,
-                       _shock_value(shock_down), _shock_value(shock_up), scenarios)
+    return FundFigures(
+        fund,
+        balance_usd,
+        liquidatable_notional_usd,
+        _shock_value(shock_down),
+        _shock_value(shock_up),
+        scenarios,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,7 +238,9 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snap = self._snapshot() or MetricsSnapshot.empty()
 
-        accounts = GaugeMetricFamily("riskmon_accounts", "Accounts per risk state.", labels=["state"])
+        accounts = GaugeMetricFamily(
+            "riskmon_accounts", "Accounts per risk state.", labels=["state"]
+        )
         for state in STATES:
             accounts.add_metric([state], float(snap.accounts_by_state.get(state, 0)))
         yield accounts
@@ -214,8 +255,11 @@ class SnapshotCollector(Collector):
         yield marks
 
         if snap.positions is not None:
-            yield GaugeMetricFamily("riskmon_positions", "Open positions held by this worker.",
-                                    value=float(snap.positions))
+            yield GaugeMetricFamily(
+                "riskmon_positions",
+                "Open positions held by this worker.",
+                value=float(snap.positions),
+            )
 
         if snap.venue is None:
             return
@@ -226,28 +270,45 @@ class SnapshotCollector(Collector):
         def family(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, labels=labels)
 
-        balance = family("riskmon_insurance_fund_balance_usd", "Latest insurance fund balance.",
-                         ["fund"])
-        liq = family("riskmon_liquidatable_notional_usd",
-                     "Notional of positions liquidatable now (utilization >= 1).", ["fund"])
-        shock = family("riskmon_fund_exhaustion_shock_ratio",
-                       "Smallest uniform move (0.18 = 18 %) at which projected bad debt exceeds "
-                       "the fund; 0 = exhausted now, +Inf = survives the whole stress grid.",
-                       ["fund", "direction"])
-        bad = family("riskmon_projected_bad_debt_usd",
-                     "Bad debt if every liquidatable/underwater account were closed now, per "
-                     "scenario.", ["fund", "scenario"])
-        social = family("riskmon_socialized_loss_usd",
-                        "Projected bad debt the insurance fund cannot cover.", ["fund", "scenario"])
-        haircut = family("riskmon_socialized_loss_haircut_ratio",
-                         "Socialized loss / unrealized profit of profitable traders.",
-                         ["fund", "scenario"])
-        profit = family("riskmon_profitable_upnl_usd",
-                        "Unrealized profit of profitable positions (the haircut base).",
-                        ["fund", "scenario"])
-        adl = family("riskmon_adl_queue_notional_usd",
-                     "Notional the auto-deleveraging queue would close to absorb the socialized "
-                     "loss.", ["fund", "scenario"])
+        balance = family(
+            "riskmon_insurance_fund_balance_usd", "Latest insurance fund balance.", ["fund"]
+        )
+        liq = family(
+            "riskmon_liquidatable_notional_usd",
+            "Notional of positions liquidatable now (utilization >= 1).",
+            ["fund"],
+        )
+        shock = family(
+            "riskmon_fund_exhaustion_shock_ratio",
+            "Smallest uniform move (0.18 = 18 %) at which projected bad debt exceeds "
+            "the fund; 0 = exhausted now, +Inf = survives the whole stress grid.",
+            ["fund", "direction"],
+        )
+        bad = family(
+            "riskmon_projected_bad_debt_usd",
+            "Bad debt if every liquidatable/underwater account were closed now, per scenario.",
+            ["fund", "scenario"],
+        )
+        social = family(
+            "riskmon_socialized_loss_usd",
+            "Projected bad debt the insurance fund cannot cover.",
+            ["fund", "scenario"],
+        )
+        haircut = family(
+            "riskmon_socialized_loss_haircut_ratio",
+            "Socialized loss / unrealized profit of profitable traders.",
+            ["fund", "scenario"],
+        )
+        profit = family(
+            "riskmon_profitable_upnl_usd",
+            "Unrealized profit of profitable positions (the haircut base).",
+            ["fund", "scenario"],
+        )
+        adl = family(
+            "riskmon_adl_queue_notional_usd",
+            "Notional the auto-deleveraging queue would close to absorb the socialized loss.",
+            ["fund", "scenario"],
+        )
         for f in sorted(venue.funds, key=lambda f: f.fund):
             balance.add_metric([f.fund], f.balance_usd)
             liq.add_metric([f.fund], f.liquidatable_notional_usd)
@@ -262,9 +323,11 @@ class SnapshotCollector(Collector):
                 adl.add_metric([f.fund, name], s.adl_queue_notional_usd)
         yield from (balance, liq, shock, bad, social, haircut, profit, adl)
         if venue.ts_event is not None:
-            yield GaugeMetricFamily("riskmon_venue_report_timestamp_seconds",
-                                    "Event time the venue-level figures were computed at.",
-                                    value=venue.ts_event)
+            yield GaugeMetricFamily(
+                "riskmon_venue_report_timestamp_seconds",
+                "Event time the venue-level figures were computed at.",
+                value=venue.ts_event,
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,22 +342,39 @@ class RiskMetrics:
     an immutable :class:`MetricsSnapshot`; :meth:`publish` + the default callable do exactly that.
     """
 
-    def __init__(self, snapshot: Callable[[], MetricsSnapshot | None] | None = None, *,
-                 topics: Iterable[str] = DEFAULT_TOPICS,
-                 registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], MetricsSnapshot | None] | None = None,
+        *,
+        topics: Iterable[str] = DEFAULT_TOPICS,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._lock = threading.Lock()
         self._latest: MetricsSnapshot | None = None
-        self.events_total = Counter("riskmon_events", "Input events processed, per topic.",
-                                    ["topic"], registry=self.registry)
+        self.events_total = Counter(
+            "riskmon_events",
+            "Input events processed, per topic.",
+            ["topic"],
+            registry=self.registry,
+        )
         self.events_rejected_total = Counter(
-            "riskmon_events_rejected", "Input events rejected (dead-lettered), per topic and reason.",
-            ["topic", "reason"], registry=self.registry)
+            "riskmon_events_rejected",
+            "Input events rejected (dead-lettered), per topic and reason.",
+            ["topic", "reason"],
+            registry=self.registry,
+        )
         self.event_lag_seconds = Histogram(
-            "riskmon_event_lag_seconds", "Processing time minus event time.",
-            buckets=LAG_BUCKETS, registry=self.registry)
-        self.worker_ready = Gauge("riskmon_worker_ready", "1 once state is recovered and the "
-                                  "worker is processing.", registry=self.registry)
+            "riskmon_event_lag_seconds",
+            "Processing time minus event time.",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self.worker_ready = Gauge(
+            "riskmon_worker_ready",
+            "1 once state is recovered and the worker is processing.",
+            registry=self.registry,
+        )
         for topic in topics:
             self.events_total.labels(topic=topic)
         self.worker_ready.set(0)
