@@ -1,0 +1,511 @@
+"""Redis watch list: the per-account view operators and venue systems query.
+
+Per-account figures must never become Prometheus labels (unbounded, churning cardinality), so they
+live here instead, bounded and rebuildable:
+
+``<prefix>:watch:utilization``  sorted set, account -> margin utilization (MM / equity)
+``<prefix>:watch:distance``     sorted set, account -> distance to liquidation (fraction of mark)
+``<prefix>:account:<id>``       hash per watched account: equity_usd, mm_usd, utilization_ratio,
+                                state, distance_to_liquidation_ratio, distance_to_bankruptcy_ratio,
+                                liquidation_probability, ts_event, worker (TTL = safety net)
+``<prefix>:transitions``        stream of risk-state transitions (XADD MAXLEN ~ N)
+``<prefix>:epoch``              marker written when the watch list is (re)built; if it disappears
+                                (FLUSHDB, failover to an empty replica) every worker republishes
+
+The default prefix is ``riskmon``; give each venue (and each test) its own prefix.
+
+Bounds: only accounts in state ≥ watch are present (an account that recovers to healthy is
+removed), both sorted sets are capped at ``max_accounts`` (the lowest utilization is evicted, with
+its hash and its distance entry), hashes expire after ``hash_ttl_s`` unless refreshed, the
+stream is trimmed to about ``transitions_maxlen`` entries.
+
+Both drivers use the same objects: a :class:`RedisWatchList` does the Redis I/O (pipelined, no
+MULTI), a :class:`WatchListSink` calls it on a cadence with the engine's current at-risk rows plus
+the transitions accumulated since the last flush — never per tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+
+from streams.engine.models import RiskState
+
+log = logging.getLogger(__name__)
+
+By = Literal["utilization", "distance"]
+DEFAULT_PREFIX = "riskmon"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+HASH_FIELDS = (
+    "equity_usd",
+    "mm_usd",
+    "utilization_ratio",
+    "state",
+    "distance_to_liquidation_ratio",
+    "distance_to_bankruptcy_ratio",
+    "liquidation_probability",
+    "ts_event",
+    "worker",
+)
+_FLOAT_FIELDS = frozenset(HASH_FIELDS) - {"state", "worker"}
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _state(value: Any) -> RiskState:
+    if isinstance(value, RiskState):
+        return value
+    if isinstance(value, str):
+        try:
+            return RiskState[value.upper()]
+        except KeyError:
+            return RiskState(int(value))
+    return RiskState(int(value))
+
+
+def _first(obj: Any, *names: str, default: Any = None) -> Any:
+    for name in names:
+        if isinstance(obj, Mapping):
+            if name in obj:
+                return obj[name]
+        elif hasattr(obj, name):
+            return getattr(obj, name)
+    return default
+
+
+def _num(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRow:
+    """One account as the watch list shows it (USD, ratios as fractions, Unix seconds)."""
+
+    account: str
+    equity_usd: float
+    mm_usd: float
+    utilization_ratio: float
+    state: RiskState
+    distance_to_liquidation_ratio: float
+    distance_to_bankruptcy_ratio: float
+    liquidation_probability: float = float("nan")
+    ts_event: float = 0.0
+
+    @classmethod
+    def from_risk(cls, risk: Any) -> WatchRow:
+        """Build from the engine's ``AccountRisk`` (or any object / mapping with those figures)."""
+        return cls(
+            account=str(_first(risk, "account", "account_id")),
+            equity_usd=_num(_first(risk, "equity_usd", "equity")),
+            mm_usd=_num(_first(risk, "mm_usd", "maintenance_margin_usd", "mm")),
+            utilization_ratio=_num(_first(risk, "utilization_ratio", "utilization")),
+            state=_state(_first(risk, "state")),
+            distance_to_liquidation_ratio=_num(
+                _first(risk, "distance_to_liquidation_ratio", "distance_to_liquidation")
+            ),
+            distance_to_bankruptcy_ratio=_num(
+                _first(risk, "distance_to_bankruptcy_ratio", "distance_to_bankruptcy")
+            ),
+            liquidation_probability=_num(
+                _first(risk, "liquidation_probability", "liquidation_prob")
+            ),
+            ts_event=_num(_first(risk, "ts_event", "ts", default=0.0)),
+        )
+
+    @property
+    def watched(self) -> bool:
+        return self.state >= RiskState.WATCH
+
+    def utilization_score(self) -> float:
+        """Sort key for the utilization set; negative or zero equity sorts as +inf (worst)."""
+        u = self.utilization_ratio
+        if self.equity_usd <= 0 or math.isnan(u) or u < 0:
+            return math.inf
+        return u
+
+    def distance_score(self) -> float:
+        """Sort key for the distance set (ascending = closest to liquidation first)."""
+        d = self.distance_to_liquidation_ratio
+        if math.isnan(d):
+            return 0.0 if self.state >= RiskState.LIQUIDATABLE else math.inf
+        return d
+
+    def to_hash(self, worker: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "account":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = value.label if f.name == "state" else repr(float(value))
+        out["worker"] = worker
+        return out
+
+
+def rows_from_engine(engine: Any, n: int) -> list[WatchRow]:
+    """The engine's current watch list: ``engine.top_at_risk(n)`` as rows in state ≥ watch."""
+    rows = (WatchRow.from_risk(r) for r in engine.top_at_risk(n))
+    return [r for r in rows if r.watched]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
+
+
+def _stream_value(value: Any) -> str:
+    if isinstance(value, RiskState):
+        return value.label
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def transition_fields(transition: Any, worker: str) -> dict[str, str]:
+    """Flatten a ``StateTransition`` (pydantic model, dataclass, mapping or plain object)."""
+    if hasattr(transition, "model_dump"):
+        data = dict(transition.model_dump())
+    elif dataclasses.is_dataclass(transition) and not isinstance(transition, type):
+        data = {f.name: getattr(transition, f.name) for f in dataclasses.fields(transition)}
+    elif isinstance(transition, Mapping):
+        data = dict(transition)
+    else:
+        data = {k: v for k, v in vars(transition).items() if not k.startswith("_")}
+    fields = {k: _stream_value(v) for k, v in data.items() if v is not None}
+    fields.setdefault("worker", worker)
+    return fields
+
+
+def transition_account(transition: Any) -> str:
+    return str(_first(transition, "account", "account_id"))
+
+
+def transition_target(transition: Any) -> RiskState:
+    return _state(_first(transition, "new_state", "to_state", "current", "new", "state"))
+
+
+@dataclass(slots=True)
+class PublishResult:
+    written: int = 0  # hashes written (accounts in state ≥ watch)
+    removed: int = 0  # accounts removed on recovery to healthy
+    evicted: int = 0  # accounts evicted by the size cap
+    transitions: int = 0  # entries appended to the transitions stream
+    resynced: bool = False  # the epoch marker was missing/changed and the full list was rebuilt
+
+
+class RedisWatchList:
+    """Bounded Redis watch list (see the module docstring for the keys and bounds)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        max_accounts: int = 10_000,
+        hash_ttl_s: int = 900,
+        transitions_maxlen: int = 100_000,
+        worker: str | None = None,
+        source: Callable[[], Iterable[WatchRow]] | None = None,
+    ) -> None:
+        if max_accounts < 1:
+            raise ValueError("max_accounts must be ≥ 1")
+        self.client = client
+        self.prefix = prefix.rstrip(":")
+        self.max_accounts = max_accounts
+        self.hash_ttl_s = int(hash_ttl_s)
+        self.transitions_maxlen = transitions_maxlen
+        self.worker = worker or default_worker_id()
+        # Full current rows of this worker, used to rebuild after the epoch marker disappears.
+        self.source = source
+        self._epoch: str | None = None
+        self.key_utilization = f"{self.prefix}:watch:utilization"
+        self.key_distance = f"{self.prefix}:watch:distance"
+        self.key_transitions = f"{self.prefix}:transitions"
+        self.key_epoch = f"{self.prefix}:epoch"
+
+    @classmethod
+    def from_url(cls, url: str = DEFAULT_REDIS_URL, **kwargs: Any) -> RedisWatchList:
+        return cls(aioredis.Redis.from_url(url, decode_responses=True), **kwargs)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def account_key(self, account: str) -> str:
+        return f"{self.prefix}:account:{account}"
+
+    # -- epoch ---------------------------------------------------------------------------------
+
+    async def check_epoch(self) -> bool:
+        """True when the watch list must be rebuilt: the marker is missing (Redis flushed / first
+        start) or was re-created by another worker after a flush since this worker last saw it."""
+        current = await self.client.get(self.key_epoch)
+        if current is None:
+            token = f"{time.time():.3f}:{uuid.uuid4().hex[:8]}"
+            await self.client.set(self.key_epoch, token, nx=True)
+            current = await self.client.get(self.key_epoch)
+        current = None if current is None else _text(current)
+        changed = current != self._epoch
+        self._epoch = current
+        return changed
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def publish(
+        self, rows: Iterable[WatchRow], transitions: Iterable[Any] = ()
+    ) -> PublishResult:
+        """Write one batch: ``rows`` are current figures (healthy rows are removed), ``transitions``
+        are appended to the stream (a transition to healthy removes the account as well).
+
+        If the epoch marker is missing or changed and a ``source`` was given, the full watch list
+        from ``source()`` is republished first.
+        """
+        result = PublishResult()
+        if await self.check_epoch() and self.source is not None:
+            await self._write(self.source(), (), result)
+            result.resynced = True
+        await self._write(rows, transitions, result)
+        return result
+
+    async def resync(self, rows: Iterable[WatchRow]) -> PublishResult:
+        """Republish the full watch list of this worker (after a flush, or periodically)."""
+        await self.check_epoch()
+        result = PublishResult(resynced=True)
+        await self._write(rows, (), result)
+        return result
+
+    async def _write(
+        self, rows: Iterable[WatchRow], transitions: Iterable[Any], result: PublishResult
+    ) -> None:
+        latest: dict[str, WatchRow] = {}
+        for row in rows:
+            latest[row.account] = row  # last one wins within a batch
+        pipe = self.client.pipeline(transaction=False)
+        removed: set[str] = set()
+        utilization: dict[str, float] = {}
+        distance: dict[str, float] = {}
+        for account, row in latest.items():
+            key = self.account_key(account)
+            if row.watched:
+                pipe.hset(key, mapping=row.to_hash(self.worker))
+                pipe.expire(key, self.hash_ttl_s)
+                utilization[account] = row.utilization_score()
+                distance[account] = row.distance_score()
+                result.written += 1
+            else:
+                removed.add(account)
+        n_transitions = 0
+        for t in transitions:
+            pipe.xadd(
+                self.key_transitions,
+                transition_fields(t, self.worker),  # type: ignore[arg-type]
+                maxlen=self.transitions_maxlen,
+                approximate=True,
+            )
+            n_transitions += 1
+            account = transition_account(t)
+            if transition_target(t) == RiskState.HEALTHY and account not in latest:
+                removed.add(account)
+        if utilization:
+            pipe.zadd(self.key_utilization, utilization)
+            pipe.zadd(self.key_distance, distance)
+        if removed:
+            members = sorted(removed)
+            pipe.zrem(self.key_utilization, *members)
+            pipe.zrem(self.key_distance, *members)
+            pipe.delete(*(self.account_key(a) for a in members))
+        pipe.zcard(self.key_utilization)
+        replies = await pipe.execute()
+        result.removed += len(removed)
+        result.transitions += n_transitions
+        size = int(replies[-1])
+        if size > self.max_accounts:
+            result.evicted += await self._evict(size - self.max_accounts)
+
+    async def _evict(self, excess: int) -> int:
+        """Cap both sets at ``max_accounts``, evicting the lowest utilization first."""
+        popped = await self.client.zpopmin(self.key_utilization, excess)
+        members = [_text(m) for m, _score in popped]
+        pipe = self.client.pipeline(transaction=False)
+        if members:
+            pipe.zrem(self.key_distance, *members)
+            pipe.delete(*(self.account_key(a) for a in members))
+        # Safety net (e.g. members that lost their utilization entry): keep the N closest.
+        pipe.zremrangebyrank(self.key_distance, self.max_accounts, -1)
+        await pipe.execute()
+        return len(members)
+
+    async def remove(self, accounts: Iterable[str]) -> int:
+        members = sorted(set(accounts))
+        if not members:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(self.key_utilization, *members)
+        pipe.zrem(self.key_distance, *members)
+        pipe.delete(*(self.account_key(a) for a in members))
+        await pipe.execute()
+        return len(members)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def top(self, n: int = 20, by: By = "utilization") -> list[dict[str, Any]]:
+        """The ``n`` worst accounts: highest utilization, or smallest distance to liquidation.
+
+        Each dict has ``account``, ``rank`` (1-based) and the hash fields (floats parsed, ``state``
+        as its label). Members whose hash has expired are skipped and cleaned up.
+        """
+        if n <= 0:
+            return []
+        if by == "utilization":
+            members = await self.client.zrevrange(self.key_utilization, 0, n - 1)
+        elif by == "distance":
+            members = await self.client.zrange(self.key_distance, 0, n - 1)
+        else:
+            raise ValueError(f"by must be 'utilization' or 'distance', not {by!r}")
+        accounts = [_text(m) for m in members]
+        pipe = self.client.pipeline(transaction=False)
+        for account in accounts:
+            pipe.hgetall(self.account_key(account))
+        hashes = await pipe.execute() if accounts else []
+        out: list[dict[str, Any]] = []
+        stale: list[str] = []
+        for account, raw in zip(accounts, hashes, strict=True):
+            if not raw:
+                stale.append(account)
+                continue
+            row: dict[str, Any] = {"rank": len(out) + 1, "account": account}
+            for k, v in raw.items():
+                key, text = _text(k), _text(v)
+                row[key] = float(text) if key in _FLOAT_FIELDS else text
+            out.append(row)
+        if stale:
+            await self.remove(stale)
+        return out
+
+    async def size(self) -> int:
+        return int(await self.client.zcard(self.key_utilization))
+
+    async def get(self, account: str) -> dict[str, Any] | None:
+        raw: dict[Any, Any] = await self.client.hgetall(self.account_key(account))  # type: ignore[misc]
+        if not raw:
+            return None
+        return {
+            _text(k): float(_text(v)) if _text(k) in _FLOAT_FIELDS else _text(v)
+            for k, v in raw.items()
+        }
+
+    async def recent_transitions(self, count: int = 100) -> list[dict[str, str]]:
+        """Newest first; each dict has the stream ``id`` plus the transition's fields."""
+        entries = await self.client.xrevrange(self.key_transitions, count=count)
+        return [
+            {"id": _text(entry_id), **{_text(k): _text(v) for k, v in fields.items()}}
+            for entry_id, fields in entries
+        ]
+
+
+class WatchListSink:
+    """Feeds a :class:`RedisWatchList` on a cadence from either driver.
+
+    ``rows`` returns this worker's current watch rows, e.g. ``lambda: rows_from_engine(engine, N)``;
+    transitions are handed over as the engine returns them (:meth:`add_transitions`: cheap, no I/O)
+    and flushed with the rows every ``interval_s``. A flush writes only rows whose figures moved
+    by more than ``tolerance`` (relative) or whose state changed, and removes accounts that left
+    the rows (recovered, or revoked in a rebalance). Every ``full_resync_s`` it rewrites every row,
+    which also refreshes the hash TTLs; a missing epoch marker triggers the same full rewrite.
+    """
+
+    def __init__(
+        self,
+        store: RedisWatchList,
+        rows: Callable[[], Iterable[WatchRow]],
+        *,
+        interval_s: float = 1.0,
+        full_resync_s: float = 60.0,
+        tolerance: float = 1e-3,
+    ) -> None:
+        self.store = store
+        self.rows = rows
+        self.interval_s = interval_s
+        self.full_resync_s = full_resync_s
+        self.tolerance = tolerance
+        self._pending: list[Any] = []
+        self._last_full = -math.inf
+        self._published: dict[str, WatchRow] = {}
+        if store.source is None:
+            store.source = rows
+
+    def add_transitions(self, transitions: Iterable[Any]) -> None:
+        self._pending.extend(transitions)
+
+    def _moved(self, old: WatchRow, new: WatchRow) -> bool:
+        if old.state != new.state:
+            return True
+        for a, b in (
+            (old.utilization_score(), new.utilization_score()),
+            (old.distance_score(), new.distance_score()),
+            (old.equity_usd, new.equity_usd),
+        ):
+            if a == b:
+                continue
+            if not (math.isfinite(a) and math.isfinite(b)):
+                return True
+            if abs(a - b) > self.tolerance * max(abs(a), abs(b), 1e-9):
+                return True
+        return False
+
+    async def flush(self) -> PublishResult:
+        transitions, self._pending = self._pending, []
+        current = {r.account: r for r in self.rows() if r.watched}
+        now = time.monotonic()
+        # A missing/changed epoch marker (Redis flushed) makes this flush a full rewrite.
+        epoch_changed = await self.store.check_epoch()
+        full = epoch_changed or now - self._last_full >= self.full_resync_s
+        if full:
+            self._last_full = now
+            changed = list(current.values())
+        else:
+            changed = [
+                r
+                for a, r in current.items()
+                if (old := self._published.get(a)) is None or self._moved(old, r)
+            ]
+        gone = self._published.keys() - current.keys()
+        recovered = {
+            transition_account(t) for t in transitions if transition_target(t) == RiskState.HEALTHY
+        }
+        result = await self.store.publish(changed, transitions)
+        result.removed += await self.store.remove(gone - recovered)
+        self._published = current
+        result.resynced = result.resynced or full
+        return result
+
+    async def run(self) -> None:
+        """Flush every ``interval_s`` until cancelled; Redis errors are logged, never fatal."""
+        while True:
+            try:
+                await self.flush()
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning("redis watch list flush failed: %s", exc)
+                self._last_full = -math.inf  # Redis may have lost data: rewrite everything next
+            await asyncio.sleep(self.interval_s)
+
+    async def close(self) -> None:
+        """Final flush (best effort) and close the client."""
+        with contextlib.suppress(aioredis.RedisError, OSError):
+            await self.flush()
+        await self.store.aclose()

@@ -1,0 +1,254 @@
+"""RedisWatchList against a real Redis (the ``redis_url`` fixture from ``make test``)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis.asyncio as aioredis
+
+from streams.adapters.redis_store import HASH_FIELDS, RedisWatchList, WatchListSink, WatchRow
+from streams.engine.models import RiskState
+
+pytestmark = pytest.mark.integration
+
+# FLUSHDB is only ever issued on this database, so it cannot wipe other tests' keys.
+FLUSH_TEST_DB = 13
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Shape of the engine's StateTransition (the store only needs account + new state)."""
+
+    account: str
+    old_state: RiskState
+    new_state: RiskState
+    ts_event: float
+    utilization_ratio: float
+
+
+def row(account: str, util: float, state: RiskState = RiskState.AT_RISK, **kw: float) -> WatchRow:
+    equity = kw.pop("equity_usd", 1_000.0)
+    return WatchRow(
+        account=account,
+        equity_usd=equity,
+        mm_usd=util * equity,
+        utilization_ratio=util,
+        state=state,
+        distance_to_liquidation_ratio=kw.pop("distance", max(0.0, 1 - util) / 10),
+        distance_to_bankruptcy_ratio=kw.pop("bankruptcy", 0.2),
+        liquidation_probability=kw.pop("prob", 0.1),
+        ts_event=kw.pop("ts_event", 1_700_000_000.0),
+    )
+
+
+def _prefix() -> str:
+    return f"test:{uuid.uuid4().hex[:10]}"
+
+
+def _with_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    c = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+async def store(client: aioredis.Redis) -> AsyncIterator[RedisWatchList]:
+    s = RedisWatchList(client, prefix=_prefix(), max_accounts=100, worker="w1")
+    yield s
+    keys = [k async for k in client.scan_iter(match=f"{s.prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+
+
+async def test_publish_writes_hash_sets_and_ttl(store: RedisWatchList) -> None:
+    result = await store.publish([row("a1", 0.8), row("a2", 0.3, RiskState.HEALTHY)])
+    assert result.written == 1
+    assert await store.size() == 1
+    h = await store.client.hgetall(store.account_key("a1"))
+    assert set(h) == set(HASH_FIELDS)
+    assert h["state"] == "at_risk"
+    assert h["worker"] == "w1"
+    assert float(h["utilization_ratio"]) == pytest.approx(0.8)
+    assert float(h["mm_usd"]) == pytest.approx(800.0)
+    assert 0 < await store.client.ttl(store.account_key("a1")) <= store.hash_ttl_s
+    assert await store.client.exists(store.account_key("a2")) == 0
+    assert await store.client.zscore(store.key_distance, "a1") == pytest.approx(0.02)
+    assert await store.get("a1") == {
+        **{k: pytest.approx(v) for k, v in _floats(row("a1", 0.8)).items()},
+        "state": "at_risk",
+        "worker": "w1",
+    }
+
+
+def _floats(r: WatchRow) -> dict[str, float]:
+    return {k: float(v) for k, v in r.to_hash("w").items() if k not in ("state", "worker")}
+
+
+async def test_top_ordering_by_utilization_and_distance(store: RedisWatchList) -> None:
+    rows = [
+        row("mid", 0.7, distance=0.05),
+        row("low", 0.5, RiskState.WATCH, distance=0.09),
+        row("liq", 1.2, RiskState.LIQUIDATABLE, distance=0.0),
+        row("under", 5.0, RiskState.UNDERWATER, equity_usd=-50.0, distance=0.0),
+        row("near", 0.9, distance=0.01),
+    ]
+    await store.publish(rows)
+    by_util = await store.top(10, by="utilization")
+    assert [r["account"] for r in by_util] == ["under", "liq", "near", "mid", "low"]
+    assert [r["rank"] for r in by_util] == [1, 2, 3, 4, 5]
+    assert by_util[0]["state"] == "underwater"
+    assert by_util[0]["equity_usd"] == pytest.approx(-50.0)
+    by_dist = await store.top(3, by="distance")
+    assert [r["account"] for r in by_dist][:2] in (["liq", "under"], ["under", "liq"])
+    assert by_dist[2]["account"] == "near"
+    assert len(await store.top(2)) == 2
+    assert await store.top(0) == []
+    with pytest.raises(ValueError):
+        await store.top(5, by="bogus")  # type: ignore[arg-type]
+
+
+async def test_underwater_scores_as_infinite_utilization(store: RedisWatchList) -> None:
+    await store.publish([row("u", -3.0, RiskState.UNDERWATER, equity_usd=-10.0)])
+    assert await store.client.zscore(store.key_utilization, "u") == math.inf
+
+
+async def test_recovery_to_healthy_removes_account(store: RedisWatchList) -> None:
+    await store.publish([row("a", 0.8), row("b", 0.9), row("c", 0.95)])
+    # Recovery reported as a row ...
+    await store.publish([row("a", 0.2, RiskState.HEALTHY)])
+    # ... or only as a transition.
+    result = await store.publish(
+        [], [Transition("b", RiskState.AT_RISK, RiskState.HEALTHY, 1.0, 0.1)]
+    )
+    assert result.removed == 1 and result.transitions == 1
+    assert [r["account"] for r in await store.top(10)] == ["c"]
+    assert await store.client.zcard(store.key_distance) == 1
+    for gone in ("a", "b"):
+        assert await store.client.exists(store.account_key(gone)) == 0
+
+
+async def test_sets_are_capped_lowest_utilization_evicted(client: aioredis.Redis) -> None:
+    store = RedisWatchList(client, prefix=_prefix(), max_accounts=5, worker="w")
+    try:
+        result = await store.publish([row(f"a{i:02d}", 0.5 + i / 100) for i in range(20)])
+        assert result.evicted == 15
+        await store.publish([row(f"b{i:02d}", 0.6 + i / 100) for i in range(3)])
+        assert await store.size() == 5
+        assert await client.zcard(store.key_distance) == 5
+        kept = {r["account"] for r in await store.top(10)}
+        assert kept == {"a19", "a18", "a17", "a16", "a15"}  # 0.65..0.69 beat b's 0.60..0.62
+        assert set(await client.zrange(store.key_distance, 0, -1)) == kept
+        hashes = {k async for k in client.scan_iter(match=f"{store.prefix}:account:*")}
+        assert hashes == {store.account_key(a) for a in kept}
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{store.prefix}:*")]
+        await client.delete(*keys)
+
+
+async def test_transitions_stream_is_trimmed(client: aioredis.Redis) -> None:
+    store = RedisWatchList(client, prefix=_prefix(), transitions_maxlen=10, worker="w")
+    try:
+        for batch in range(10):
+            ts = [
+                Transition(f"a{batch}-{i}", RiskState.HEALTHY, RiskState.WATCH, float(i), 0.6)
+                for i in range(100)
+            ]
+            await store.publish([], ts)
+        length = await client.xlen(store.key_transitions)
+        # MAXLEN ~ trims whole macro-nodes (100 entries by default): bounded, not exact.
+        assert 10 <= length <= 200
+        newest = await store.recent_transitions(3)
+        assert len(newest) == 3
+        assert newest[0]["account"] == "a9-99"
+        assert newest[0]["old_state"] == "healthy" and newest[0]["new_state"] == "watch"
+        assert newest[0]["worker"] == "w"
+        assert float(newest[0]["utilization_ratio"]) == pytest.approx(0.6)
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{store.prefix}:*")]
+        await client.delete(*keys)
+
+
+async def test_rebuild_after_flushdb(redis_url: str) -> None:
+    url = _with_db(redis_url, FLUSH_TEST_DB)
+    state = {"x": row("x", 0.9), "y": row("y", 0.7, RiskState.WATCH)}
+    a = RedisWatchList.from_url(url, prefix=_prefix(), worker="a", source=lambda: state.values())
+    b = RedisWatchList.from_url(
+        url, prefix=a.prefix, worker="b", source=lambda: [row("z", 1.1, RiskState.LIQUIDATABLE)]
+    )
+    try:
+        first = await a.publish([])
+        assert first.resynced  # first start: no marker yet
+        assert (await b.publish([])).resynced  # b has never seen this epoch either
+        assert not (await a.publish([])).resynced
+        assert await a.size() == 3
+
+        await a.client.flushdb()
+        assert await a.size() == 0 and await a.top() == []
+
+        # The first worker to notice re-creates the marker and republishes its accounts ...
+        assert (await a.publish([])).resynced
+        # ... and the other one sees a marker it does not know, so it republishes too.
+        assert (await b.publish([])).resynced
+        assert [r["account"] for r in await a.top(10)] == ["z", "x", "y"]
+        assert {r["worker"] for r in await a.top(10)} == {"a", "b"}
+        assert not (await a.publish([])).resynced
+        assert not (await b.publish([])).resynced
+    finally:
+        await a.client.flushdb()
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_explicit_resync_refreshes_rows(store: RedisWatchList) -> None:
+    await store.publish([row("a", 0.8)])
+    await store.client.delete(store.account_key("a"))
+    result = await store.resync([row("a", 0.85), row("b", 0.2, RiskState.HEALTHY)])
+    assert result.resynced and result.written == 1
+    assert (await store.get("a") or {})["utilization_ratio"] == pytest.approx(0.85)
+
+
+async def test_expired_hash_is_skipped_and_cleaned(store: RedisWatchList) -> None:
+    await store.publish([row("a", 0.8), row("b", 0.9)])
+    await store.client.delete(store.account_key("b"))  # as if its TTL ran out
+    assert [r["account"] for r in await store.top(10)] == ["a"]
+    assert await store.client.zscore(store.key_utilization, "b") is None
+    assert await store.client.zscore(store.key_distance, "b") is None
+
+
+async def test_prefixes_do_not_collide(client: aioredis.Redis, store: RedisWatchList) -> None:
+    other = RedisWatchList(client, prefix=_prefix(), worker="w2")
+    try:
+        await store.publish([row("same", 0.8)])
+        await other.publish([row("same", 0.9)])
+        assert (await store.get("same") or {})["utilization_ratio"] == pytest.approx(0.8)
+        assert (await other.get("same") or {})["utilization_ratio"] == pytest.approx(0.9)
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{other.prefix}:*")]
+        await client.delete(*keys)
+
+
+async def test_sink_writes_only_changes_and_removes_departed(store: RedisWatchList) -> None:
+    current = {"a": row("a", 0.8), "b": row("b", 0.9)}
+    sink = WatchListSink(store, lambda: list(current.values()), full_resync_s=3600)
+    first = await sink.flush()
+    assert first.written == 2
+    again = await sink.flush()
+    assert again.written == 0  # nothing moved: no writes
+    current["a"] = row("a", 0.95)
+    del current["b"]  # left this worker's rows (recovered, or revoked)
+    sink.add_transitions([Transition("c", RiskState.HEALTHY, RiskState.WATCH, 1.0, 0.5)])
+    third = await sink.flush()
+    assert third.written == 1 and third.removed == 1 and third.transitions == 1
+    assert [(r["account"], r["utilization_ratio"]) for r in await store.top()] == [("a", 0.95)]
+    assert len(await store.recent_transitions()) == 1
