@@ -252,3 +252,22 @@ async def test_sink_writes_only_changes_and_removes_departed(store: RedisWatchLi
     assert third.written == 1 and third.removed == 1 and third.transitions == 1
     assert [(r["account"], r["utilization_ratio"]) for r in await store.top()] == [("a", 0.95)]
     assert len(await store.recent_transitions()) == 1
+
+
+async def test_riskmon_top_prints_plain_table(redis_url: str, store: RedisWatchList) -> None:
+    import argparse
+    import io
+
+    from streams.adapters import top
+
+    await store.publish([row("acct-1", 0.8), row("acct-2", 1.3, RiskState.LIQUIDATABLE)])
+    parser = argparse.ArgumentParser()
+    top.add_arguments(parser)
+    args = parser.parse_args(["--redis-url", redis_url, "--prefix", store.prefix, "-n", "5"])
+    out = io.StringIO()
+    assert await top.amain(args, out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "riskmon watch list — 2 accounts, by utilization"
+    assert lines[1].split()[:3] == ["#", "account", "state"]
+    assert lines[2].split()[:4] == ["1", "acct-2", "liquidatable", "1.300"]
+    assert lines[3].split()[:4] == ["2", "acct-1", "at_risk", "0.800"]
