@@ -1,0 +1,582 @@
+"""AccountBook: per-instrument NumPy columns and per-account sums kept up to date by deltas.
+
+Layout
+------
+* Accounts are dense indices (``account_index``); per-account arrays hold the cross wallet and the
+  sums over the account's **cross** positions: unrealized PnL, notional, maintenance and initial
+  margin (USD), plus the risk state and the balance sequence number.
+* Each instrument owns two column blocks (cross, isolated): account index, size, entry and the
+  position's derivatives with respect to the mark (``qv`` = d uPnL / d mark, ``aq`` = d notional /
+  d mark, ``ms``/``ims`` = d MM / d mark and d IM / d mark within the current margin tier). Arrays
+  grow by doubling; closing a position swap-removes its slot.
+* A price tick on an instrument moves every cross holder's sums by ``slope × Δmark`` in one
+  vectorized step (an account holds at most one position per instrument, so a plain fancy-index
+  ``+=`` is exact). When the new mark leaves the band in which no holder changes margin tier, the
+  instrument is revalued exactly (old values subtracted, new ones added) and the band recomputed.
+* Isolated positions are their own margin pools (equity = isolated margin + uPnL); they do not
+  enter the account sums and are valued from the columns when needed (stress, queries).
+
+``resync()`` rebuilds every sum from the columns (floating-point drift control); the property
+tests check that the incremental sums equal a from-scratch recomputation.
+
+Marks: until an instrument's first price tick, its mark is provisional — the entry price of the
+first position seen — and ``mark_ts`` is ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from streams.engine.config import EngineConfig
+from streams.engine.models import ContractType, Instrument, MarginMode, RiskState
+from streams.engine.rejections import RejectedEvent, Rejection, RejectReason
+from streams.engine.states import StateMachine, utilization, utilization_scalar
+from streams.engine.tiers import FloatArray, IntArray, TierTable
+
+Transition = tuple[int, int, int, float]  # account index, previous, current, utilization
+
+# -- COLUMNS ---------------------------------------------------------------------------------------
+
+
+class Block:
+    """Struct-of-arrays of the positions of one instrument in one margin mode."""
+
+    __slots__ = ("acct", "aq", "entry", "ims", "iso_margin", "ms", "n", "qv", "seq", "size")
+
+    def __init__(self, capacity: int = 4) -> None:
+        self.n = 0
+        self.acct: IntArray = np.zeros(capacity, dtype=np.int64)
+        self.seq: IntArray = np.zeros(capacity, dtype=np.int64)
+        self.size: FloatArray = np.zeros(capacity)
+        self.entry: FloatArray = np.zeros(capacity)
+        self.qv: FloatArray = np.zeros(capacity)
+        self.aq: FloatArray = np.zeros(capacity)
+        self.ms: FloatArray = np.zeros(capacity)
+        self.ims: FloatArray = np.zeros(capacity)
+        self.iso_margin: FloatArray = np.zeros(capacity)
+
+    def _grow(self) -> None:
+        cap = 2 * self.acct.shape[0]
+        for name in ("acct", "seq", "size", "entry", "qv", "aq", "ms", "ims", "iso_margin"):
+            old = getattr(self, name)
+            new = np.zeros(cap, dtype=old.dtype)
+            new[: self.n] = old[: self.n]
+            setattr(self, name, new)
+
+    def append(self) -> int:
+        if self.n == self.acct.shape[0]:
+            self._grow()
+        self.n += 1
+        return self.n - 1
+
+    def swap_remove(self, slot: int) -> int:
+        """Remove ``slot``; returns the account index now stored at ``slot`` (−1 if none moved)."""
+        last = self.n - 1
+        moved = -1
+        if slot != last:
+            for arr in (
+                self.acct,
+                self.seq,
+                self.size,
+                self.entry,
+                self.qv,
+                self.aq,
+                self.ms,
+                self.ims,
+                self.iso_margin,
+            ):
+                arr[slot] = arr[last]
+            moved = int(self.acct[slot])
+        self.n = last
+        return moved
+
+
+@dataclass(slots=True)
+class InstrumentState:
+    """Derived parameters and columns of one instrument."""
+
+    index: int
+    model: Instrument
+    inverse: bool
+    contract_size: float
+    table: TierTable
+    floors: list[float]
+    mmr: list[float]
+    mm_amount: list[float]
+    imr: list[float]
+    im_amount: list[float]
+    fund: int
+    mark: float = math.nan
+    mark_ts: float | None = None
+    band_lo: float = -math.inf  # mark band in which no holder changes tier (conservative)
+    band_hi: float = math.inf
+    cross: Block | None = None
+    iso: Block | None = None
+    slots: dict[int, int] | None = None  # account index -> slot (≥ 0 cross, ~slot isolated)
+
+    @property
+    def name(self) -> str:
+        return self.model.instrument
+
+
+@dataclass(frozen=True, slots=True)
+class PositionValues:
+    qv: float
+    upnl: float
+    notional: float
+    mm: float
+    im: float
+    aq: float
+    ms: float
+    ims: float
+    band_lo: float
+    band_hi: float
+
+
+def position_values(
+    inst: InstrumentState, size: float, entry: float, mark: float
+) -> PositionValues:
+    """Exact values of one position at ``mark`` and its mark-derivatives within its tier."""
+    cs = inst.contract_size
+    if inst.inverse:
+        qv = size * cs / entry
+        notional = abs(size) * cs
+        t = bisect_right(inst.floors, notional) - 1
+        return PositionValues(
+            qv,
+            qv * (mark - entry),
+            notional,
+            notional * inst.mmr[t] - inst.mm_amount[t],
+            notional * inst.imr[t] - inst.im_amount[t],
+            0.0,
+            0.0,
+            0.0,
+            -math.inf,
+            math.inf,
+        )
+    qv = size * cs
+    aq = abs(qv)
+    notional = aq * mark
+    t = bisect_right(inst.floors, notional) - 1
+    hi = inst.floors[t + 1] / aq if t + 1 < len(inst.floors) else math.inf
+    lo = inst.floors[t] / aq if t > 0 else -math.inf
+    return PositionValues(
+        qv,
+        qv * (mark - entry),
+        notional,
+        notional * inst.mmr[t] - inst.mm_amount[t],
+        notional * inst.imr[t] - inst.im_amount[t],
+        aq,
+        aq * inst.mmr[t],
+        aq * inst.imr[t],
+        lo,
+        hi,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BlockValues:
+    """Vectorized values of a block's positions at a mark."""
+
+    upnl: FloatArray
+    notional: FloatArray
+    mm: FloatArray
+    im: FloatArray
+    ms: FloatArray
+    ims: FloatArray
+    band_lo: float
+    band_hi: float
+
+
+def block_values(inst: InstrumentState, block: Block, mark: float) -> BlockValues:
+    n = block.n
+    qv = block.qv[:n]
+    upnl = qv * (mark - block.entry[:n])
+    table = inst.table
+    if inst.inverse:
+        notional = np.abs(block.size[:n]) * inst.contract_size
+        t = table.tier_index(notional)
+        zero = np.zeros(n)
+        return BlockValues(
+            upnl,
+            notional,
+            notional * table.mmr[t] - table.mm_amount_usd[t],
+            notional * table.imr[t] - table.im_amount_usd[t],
+            zero,
+            zero,
+            -math.inf,
+            math.inf,
+        )
+    aq = block.aq[:n]
+    notional = aq * mark
+    t = table.tier_index(notional)
+    floors_ext = np.append(table.floors_usd, np.inf)
+    lo = float(np.max(floors_ext[t] / aq, initial=-math.inf))
+    hi = float(np.min(floors_ext[t + 1] / aq, initial=math.inf))
+    return BlockValues(
+        upnl,
+        notional,
+        notional * table.mmr[t] - table.mm_amount_usd[t],
+        notional * table.imr[t] - table.im_amount_usd[t],
+        aq * table.mmr[t],
+        aq * table.imr[t],
+        lo,
+        hi,
+    )
+
+
+# -- THE BOOK --------------------------------------------------------------------------------------
+
+
+class AccountBook:
+    """Positions and balances of a set of accounts; per-account sums maintained by deltas."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.machine = StateMachine(self.config)
+        self.instruments: list[InstrumentState] = []
+        self.instrument_index: dict[str, int] = {}
+        self.funds: list[str] = []
+        self.fund_index: dict[str, int] = {}
+        self.account_names: list[str] = []
+        self.account_index: dict[str, int] = {}
+        self.n_accounts = 0
+        cap = 16
+        self.wallet: FloatArray = np.zeros(cap)
+        self.upnl: FloatArray = np.zeros(cap)
+        self.notional: FloatArray = np.zeros(cap)
+        self.mm: FloatArray = np.zeros(cap)
+        self.im: FloatArray = np.zeros(cap)
+        self.state: NDArray[np.int8] = np.zeros(cap, dtype=np.int8)
+        self.balance_seq: IntArray = np.full(cap, -1, dtype=np.int64)
+        self.positions_of: list[set[int]] = []  # account index -> instrument indices held
+        self.position_seq: dict[tuple[int, int], int] = {}
+
+    # -- REFERENCE DATA ----------------------------------------------------------------------------
+
+    def upsert_instrument(self, model: Instrument) -> list[Transition]:
+        """Add or replace an instrument; existing holders are revalued under the new parameters."""
+        table = TierTable.of(model)
+        if model.fund not in self.fund_index:
+            self.fund_index[model.fund] = len(self.funds)
+            self.funds.append(model.fund)
+        fields = dict(
+            model=model,
+            inverse=model.contract_type is ContractType.INVERSE,
+            contract_size=float(model.contract_size),
+            table=table,
+            floors=[float(x) for x in table.floors_usd],
+            mmr=[float(x) for x in table.mmr],
+            mm_amount=[float(x) for x in table.mm_amount_usd],
+            imr=[float(x) for x in table.imr],
+            im_amount=[float(x) for x in table.im_amount_usd],
+            fund=self.fund_index[model.fund],
+        )
+        k = self.instrument_index.get(model.instrument)
+        if k is None:
+            k = len(self.instruments)
+            self.instrument_index[model.instrument] = k
+            self.instruments.append(
+                InstrumentState(index=k, cross=Block(), iso=Block(), slots={}, **fields)  # type: ignore[arg-type]
+            )
+            return []
+        inst = self.instruments[k]
+        self._subtract_block_sums(inst)
+        for name, value in fields.items():
+            setattr(inst, name, value)
+        for block in (inst.cross, inst.iso):
+            assert block is not None
+            n = block.n
+            if inst.inverse:
+                block.qv[:n] = block.size[:n] * inst.contract_size / block.entry[:n]
+            else:
+                block.qv[:n] = block.size[:n] * inst.contract_size
+            block.aq[:n] = 0.0 if inst.inverse else np.abs(block.qv[:n])
+        return self._revalue(inst, inst.mark, add_only=True)
+
+    def _subtract_block_sums(self, inst: InstrumentState) -> None:
+        block = inst.cross
+        assert block is not None
+        if block.n == 0 or math.isnan(inst.mark):
+            return
+        v = block_values(inst, block, inst.mark)
+        a = block.acct[: block.n]
+        self.upnl[a] -= v.upnl
+        self.notional[a] -= v.notional
+        self.mm[a] -= v.mm
+        self.im[a] -= v.im
+
+    # -- ACCOUNTS ----------------------------------------------------------------------------------
+
+    def account_of(self, name: str) -> int:
+        a = self.account_index.get(name)
+        if a is not None:
+            return a
+        a = self.n_accounts
+        if a == self.wallet.shape[0]:
+            self._grow_accounts()
+        self.account_index[name] = a
+        self.account_names.append(name)
+        self.positions_of.append(set())
+        self.n_accounts += 1
+        return a
+
+    def _grow_accounts(self) -> None:
+        cap = 2 * self.wallet.shape[0]
+        for name in ("wallet", "upnl", "notional", "mm", "im", "state", "balance_seq"):
+            old = getattr(self, name)
+            new = np.full(cap, -1 if name == "balance_seq" else 0, dtype=old.dtype)
+            new[: old.shape[0]] = old
+            setattr(self, name, new)
+
+    def equity(self) -> FloatArray:
+        n = self.n_accounts
+        return self.wallet[:n] + self.upnl[:n]
+
+    def utilization(self) -> FloatArray:
+        n = self.n_accounts
+        return utilization(self.mm[:n], self.equity())
+
+    # -- PRICES ------------------------------------------------------------------------------------
+
+    def apply_mark(self, k: int, mark: float, ts: float) -> list[Transition]:
+        """Revalue instrument ``k``'s holders at ``mark``; returns the state transitions."""
+        inst = self.instruments[k]
+        old = inst.mark
+        inst.mark_ts = ts
+        if math.isnan(old) or not (inst.band_lo <= mark < inst.band_hi):
+            return self._revalue(inst, mark)
+        inst.mark = mark
+        block = inst.cross
+        assert block is not None
+        n = block.n
+        if n == 0:
+            return []
+        dm = mark - old
+        a = block.acct[:n]
+        self.upnl[a] += block.qv[:n] * dm
+        if not inst.inverse:
+            self.notional[a] += block.aq[:n] * dm
+            self.mm[a] += block.ms[:n] * dm
+            self.im[a] += block.ims[:n] * dm
+        return self._restate(a)
+
+    def apply_marks(self, ks: IntArray, marks: FloatArray, ts: float) -> list[Transition]:
+        """Apply a conflated batch (distinct instruments); states are evaluated once at the end."""
+        touched: list[IntArray] = []
+        for k, mark in zip(ks.tolist(), marks.tolist(), strict=True):
+            inst = self.instruments[k]
+            old = inst.mark
+            inst.mark_ts = ts
+            if math.isnan(old) or not (inst.band_lo <= mark < inst.band_hi):
+                self._revalue(inst, mark, restate=False)
+            else:
+                inst.mark = mark
+                block = inst.cross
+                assert block is not None
+                n = block.n
+                if n == 0:
+                    continue
+                dm = mark - old
+                a = block.acct[:n]
+                self.upnl[a] += block.qv[:n] * dm
+                if not inst.inverse:
+                    self.notional[a] += block.aq[:n] * dm
+                    self.mm[a] += block.ms[:n] * dm
+                    self.im[a] += block.ims[:n] * dm
+            block = inst.cross
+            assert block is not None
+            if block.n:
+                touched.append(block.acct[: block.n])
+        if not touched:
+            return []
+        return self._restate(np.unique(np.concatenate(touched)))
+
+    def _revalue(
+        self, inst: InstrumentState, mark: float, add_only: bool = False, restate: bool = True
+    ) -> list[Transition]:
+        """Exact revaluation of one instrument at ``mark`` (tier re-selection, new band)."""
+        if math.isnan(mark):
+            return []
+        if not add_only:
+            self._subtract_block_sums(inst)
+        inst.mark = mark
+        lo, hi = -math.inf, math.inf
+        for block in (inst.cross, inst.iso):
+            assert block is not None
+            if block.n == 0:
+                continue
+            v = block_values(inst, block, mark)
+            block.ms[: block.n] = v.ms
+            block.ims[: block.n] = v.ims
+            lo, hi = max(lo, v.band_lo), min(hi, v.band_hi)
+        inst.band_lo, inst.band_hi = lo, hi
+        block = inst.cross
+        assert block is not None
+        if block.n == 0:
+            return []
+        v = block_values(inst, block, mark)
+        a = block.acct[: block.n]
+        self.upnl[a] += v.upnl
+        self.notional[a] += v.notional
+        self.mm[a] += v.mm
+        self.im[a] += v.im
+        return self._restate(a) if restate else []
+
+    def _restate(self, a: IntArray) -> list[Transition]:
+        eq = self.wallet[a] + self.upnl[a]
+        util = utilization(self.mm[a], eq)
+        prev = self.state[a]
+        new = self.machine.next_states(util, eq, prev)
+        changed = np.flatnonzero(new != prev)
+        if changed.size == 0:
+            return []
+        idx = a[changed]
+        self.state[idx] = new[changed]
+        return list(
+            zip(
+                idx.tolist(),
+                prev[changed].tolist(),
+                new[changed].tolist(),
+                util[changed].tolist(),
+                strict=True,
+            )
+        )
+
+    def _restate_one(self, a: int) -> list[Transition]:
+        eq = float(self.wallet[a] + self.upnl[a])
+        util = utilization_scalar(float(self.mm[a]), eq)
+        prev = int(self.state[a])
+        new = self.machine.next_state(util, eq, prev)
+        if new == prev:
+            return []
+        self.state[a] = new
+        return [(a, prev, new, util)]
+
+    # -- POSITIONS & BALANCES ----------------------------------------------------------------------
+
+    def apply_position(
+        self,
+        account: str,
+        k: int,
+        size: float,
+        entry: float,
+        isolated: bool,
+        isolated_margin: float,
+        seq: int,
+    ) -> list[Transition]:
+        """Set the absolute position of (account, instrument ``k``); raises RejectedEvent."""
+        a = self.account_of(account)
+        key = (a, k)
+        prev_seq = self.position_seq.get(key)
+        if prev_seq is not None and seq <= prev_seq:
+            reason = RejectReason.DUPLICATE if seq == prev_seq else RejectReason.STALE_SEQUENCE
+            raise RejectedEvent(
+                Rejection(
+                    reason,
+                    f"position {account}/{self.instruments[k].name}: seq {seq} "
+                    f"vs stored {prev_seq}",
+                )
+            )
+        self.position_seq[key] = seq
+        inst = self.instruments[k]
+        if math.isnan(inst.mark):
+            inst.mark = entry
+        slots = inst.slots
+        assert slots is not None and inst.cross is not None and inst.iso is not None
+        loc = slots.get(a)
+        if loc is not None:
+            self._remove(inst, a, loc)
+        if size != 0:
+            block = inst.iso if isolated else inst.cross
+            v = position_values(inst, size, entry, inst.mark)
+            s = block.append()
+            block.acct[s] = a
+            block.seq[s] = seq
+            block.size[s] = size
+            block.entry[s] = entry
+            block.qv[s] = v.qv
+            block.aq[s] = v.aq
+            block.ms[s] = v.ms
+            block.ims[s] = v.ims
+            block.iso_margin[s] = isolated_margin
+            slots[a] = ~s if isolated else s
+            inst.band_lo = max(inst.band_lo, v.band_lo)
+            inst.band_hi = min(inst.band_hi, v.band_hi)
+            self.positions_of[a].add(k)
+            if not isolated:
+                self.upnl[a] += v.upnl
+                self.notional[a] += v.notional
+                self.mm[a] += v.mm
+                self.im[a] += v.im
+        else:
+            self.positions_of[a].discard(k)
+        return self._restate_one(a)
+
+    def _remove(self, inst: InstrumentState, a: int, loc: int) -> None:
+        assert inst.slots is not None
+        if loc >= 0:
+            block = inst.cross
+            slot = loc
+        else:
+            block = inst.iso
+            slot = ~loc
+        assert block is not None
+        if loc >= 0:
+            v = position_values(inst, float(block.size[slot]), float(block.entry[slot]), inst.mark)
+            self.upnl[a] -= v.upnl
+            self.notional[a] -= v.notional
+            self.mm[a] -= v.mm
+            self.im[a] -= v.im
+        moved = block.swap_remove(slot)
+        del inst.slots[a]
+        if moved >= 0:
+            inst.slots[moved] = slot if loc >= 0 else ~slot
+
+    def apply_balance(self, account: str, wallet: float, seq: int) -> list[Transition]:
+        a = self.account_of(account)
+        prev_seq = int(self.balance_seq[a])
+        if prev_seq >= 0 and seq <= prev_seq:
+            reason = RejectReason.DUPLICATE if seq == prev_seq else RejectReason.STALE_SEQUENCE
+            raise RejectedEvent(
+                Rejection(reason, f"balance {account}: seq {seq} vs stored {prev_seq}")
+            )
+        self.balance_seq[a] = seq
+        self.wallet[a] = wallet
+        return self._restate_one(a)
+
+    # -- MAINTENANCE -------------------------------------------------------------------------------
+
+    def resync(self) -> None:
+        """Recompute every per-account sum from the columns (drift control); states are kept."""
+        n = self.n_accounts
+        for arr in (self.upnl, self.notional, self.mm, self.im):
+            arr[:n] = 0.0
+        for inst in self.instruments:
+            if not math.isnan(inst.mark):
+                self._revalue(inst, inst.mark, add_only=True, restate=False)
+
+    # -- QUERIES -----------------------------------------------------------------------------------
+
+    def positions(self, a: int) -> Iterator[tuple[InstrumentState, Block, int]]:
+        """(instrument, block, slot) of each open position of account ``a``."""
+        for k in sorted(self.positions_of[a]):
+            inst = self.instruments[k]
+            assert inst.slots is not None and inst.cross is not None and inst.iso is not None
+            loc = inst.slots[a]
+            if loc >= 0:
+                yield inst, inst.cross, loc
+            else:
+                yield inst, inst.iso, ~loc
+
+    def state_of(self, a: int) -> RiskState:
+        return RiskState(int(self.state[a]))
+
+    def is_isolated_mode(self, mode: MarginMode) -> bool:
+        return mode is MarginMode.ISOLATED

@@ -1,0 +1,670 @@
+"""Stress scenarios over the whole book, exploiting the structure of a uniform shock.
+
+Margin pools ("units"): every account's cross pool (unit = account index) and every isolated
+position (its own pool). Under a uniform shock s (all marks × (1 + s)), for one unit:
+
+* equity(s) = E0 + S·s                         (S = Σ d uPnL / d s, linear and inverse alike)
+* cost(s)   = F·(1+s) + G·(1+s)^1.5 + H         (fee and √-impact of linear positions scale with
+                                                 notional; inverse USD notional does not move)
+* MM(s)     = M0 + M1·s (+ a piecewise-linear correction for positions whose notional crosses a
+              tier floor inside the grid's range; MM is convex in notional)
+
+A unit has bad debt at s when it is liquidatable, MM(s) ≥ equity(s), and its liquidation cost
+exceeds its equity: ``bad(s) = max(0, cost(s) − equity(s))``. Both f = cost − equity and
+g = MM − equity are convex in s, so on the grid each of {f ≤ 0} and {g < 0} is ONE contiguous index
+range; a unit's bad debt is ``f`` on the grid minus those two ranges and 0 elsewhere. Units with
+f ≤ 0 at both ends of the grid can never have bad debt (pruned). For the rest, the ranges are found
+by vectorized binary search over grid indices and the per-fund sum over units is accumulated with
+difference arrays on the coefficients (α, β, γ) of f = α + β·s + γ·(1+s)^1.5, so the cost is
+O(units · log(grid) + grid), never units × grid. Profitable uPnL of non-liquidated units
+(the haircut base) is piecewise linear and accumulated the same way.
+
+A unit's figures are attributed to funds pro rata to its current notional in each fund's
+instruments (an isolated pool belongs to its instrument's fund).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from streams.engine.book import AccountBook
+from streams.engine.config import EngineConfig
+from streams.engine.tiers import FloatArray, IntArray
+from streams.engine.venue import STATE_LABELS, AdlCandidate, FundPartial, merge_top
+
+BoolArray = NDArray[np.bool_]
+
+
+def _bincount(idx: np.ndarray, weights: FloatArray | None = None, minlength: int = 0) -> FloatArray:
+    return np.asarray(np.bincount(idx, weights=weights, minlength=minlength), dtype=np.float64)
+
+
+# -- THE BOOK AS FLAT COLUMNS ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FlatBook:
+    """All open positions of a book as flat arrays (cross and isolated), plus instrument data."""
+
+    n_accounts: int
+    n_units: int
+    unit: IntArray  # margin pool of each position
+    account: IntArray
+    instrument: IntArray
+    isolated: BoolArray
+    size: FloatArray
+    entry: FloatArray
+    qv: FloatArray
+    mark: FloatArray
+    iso_margin: FloatArray
+    inverse: BoolArray
+    notional: FloatArray
+    upnl: FloatArray
+    mm: FloatArray
+    # per instrument
+    fee: FloatArray
+    impact: FloatArray
+    depth: FloatArray
+    fund_of_instrument: IntArray
+    floors: FloatArray  # (instruments, max tiers), padded with +inf
+    mmr: FloatArray
+    mm_amount: FloatArray
+    # per unit
+    unit_base: FloatArray  # wallet (cross) or isolated margin
+    unit_account: IntArray
+    n_funds: int
+
+    @property
+    def fund(self) -> IntArray:
+        return self.fund_of_instrument[self.instrument]
+
+
+def flatten(book: AccountBook) -> FlatBook:
+    insts = book.instruments
+    parts: dict[str, list[np.ndarray]] = {
+        k: []
+        for k in (
+            "account",
+            "instrument",
+            "isolated",
+            "size",
+            "entry",
+            "qv",
+            "mark",
+            "iso_margin",
+            "inverse",
+        )
+    }
+    for inst in insts:
+        for block, is_iso in ((inst.cross, False), (inst.iso, True)):
+            assert block is not None
+            n = block.n
+            if n == 0:
+                continue
+            parts["account"].append(block.acct[:n])
+            parts["instrument"].append(np.full(n, inst.index, dtype=np.int64))
+            parts["isolated"].append(np.full(n, is_iso))
+            parts["size"].append(block.size[:n])
+            parts["entry"].append(block.entry[:n])
+            parts["qv"].append(block.qv[:n])
+            parts["mark"].append(np.full(n, inst.mark))
+            parts["iso_margin"].append(block.iso_margin[:n])
+            parts["inverse"].append(np.full(n, inst.inverse))
+    dtypes = {
+        "account": np.int64,
+        "instrument": np.int64,
+        "isolated": np.bool_,
+        "inverse": np.bool_,
+    }
+    cols = {
+        k: np.concatenate(v) if v else np.zeros(0, dtype=dtypes.get(k, np.float64))
+        for k, v in parts.items()
+    }
+    n_acc = book.n_accounts
+    iso = cols["isolated"]
+    unit = cols["account"].copy()
+    iso_idx = np.flatnonzero(iso)
+    unit[iso_idx] = n_acc + np.arange(iso_idx.size)
+    n_units = n_acc + iso_idx.size
+    unit_base = np.concatenate((book.wallet[:n_acc], cols["iso_margin"][iso_idx]))
+    unit_account = np.concatenate((np.arange(n_acc), cols["account"][iso_idx]))
+
+    n_inst = len(insts)
+    max_t = max((len(i.floors) for i in insts), default=1)
+    floors = np.full((n_inst, max_t), np.inf)
+    mmr = np.zeros((n_inst, max_t))
+    mm_amount = np.zeros((n_inst, max_t))
+    for inst in insts:
+        t = len(inst.floors)
+        floors[inst.index, :t] = inst.floors
+        mmr[inst.index, :t] = inst.mmr
+        mm_amount[inst.index, :t] = inst.mm_amount
+        mmr[inst.index, t:] = inst.mmr[-1]
+        mm_amount[inst.index, t:] = inst.mm_amount[-1]
+    fb = FlatBook(
+        n_accounts=n_acc,
+        n_units=n_units,
+        unit=unit,
+        account=cols["account"],
+        instrument=cols["instrument"],
+        isolated=iso,
+        size=cols["size"],
+        entry=cols["entry"],
+        qv=cols["qv"],
+        mark=cols["mark"],
+        iso_margin=cols["iso_margin"],
+        inverse=cols["inverse"],
+        notional=np.zeros(0),
+        upnl=np.zeros(0),
+        mm=np.zeros(0),
+        fee=np.array([i.model.liquidation_fee_ratio for i in insts], dtype=np.float64),
+        impact=np.array([i.model.impact_coef for i in insts], dtype=np.float64),
+        depth=np.array([i.model.depth_usd for i in insts], dtype=np.float64),
+        fund_of_instrument=np.array([i.fund for i in insts], dtype=np.int64),
+        floors=floors,
+        mmr=mmr,
+        mm_amount=mm_amount,
+        unit_base=unit_base,
+        unit_account=unit_account,
+        n_funds=len(book.funds),
+    )
+    fb.notional = np.where(
+        fb.inverse, np.abs(fb.size) * _contract_size(book, fb), np.abs(fb.qv) * fb.mark
+    )
+    fb.upnl = fb.qv * (fb.mark - fb.entry)
+    fb.mm = maintenance_margin(fb, fb.notional)
+    return fb
+
+
+def _contract_size(book: AccountBook, fb: FlatBook) -> FloatArray:
+    cs = np.array([i.contract_size for i in book.instruments], dtype=np.float64)
+    return cs[fb.instrument] if cs.size else np.zeros(0)
+
+
+def tier_of(fb: FlatBook, notional: FloatArray, instrument: IntArray | None = None) -> IntArray:
+    k = fb.instrument if instrument is None else instrument
+    floors = fb.floors[k]
+    if notional.ndim == 2:
+        return np.maximum((floors[:, None, :] <= notional[:, :, None]).sum(axis=2) - 1, 0)
+    return np.maximum((floors <= notional[:, None]).sum(axis=1) - 1, 0)
+
+
+def maintenance_margin(
+    fb: FlatBook, notional: FloatArray, instrument: IntArray | None = None
+) -> FloatArray:
+    """Tiered MM of each position at ``notional`` (1-D per position, or 2-D positions × shocks)."""
+    k = fb.instrument if instrument is None else instrument
+    t = tier_of(fb, notional, k)
+    rows = k[:, None] if notional.ndim == 2 else k
+    return notional * fb.mmr[rows, t] - fb.mm_amount[rows, t]
+
+
+def liquidation_cost(fb: FlatBook, notional: FloatArray, instrument: IntArray) -> FloatArray:
+    return notional * (
+        fb.fee[instrument] + fb.impact[instrument] * np.sqrt(notional / fb.depth[instrument])
+    )
+
+
+# -- PER-UNIT COEFFICIENTS -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Units:
+    """Per-unit coefficients of equity, cost and MM as functions of the uniform shock s."""
+
+    e0: FloatArray
+    slope: FloatArray  # S
+    fee: FloatArray  # F
+    impact: FloatArray  # G
+    const_cost: FloatArray  # H
+    mm0: FloatArray
+    mm1: FloatArray  # tier-stable linear part
+    upnl0: FloatArray
+    notional0: FloatArray
+    has_position: BoolArray
+    crossing_pos: IntArray  # positions whose tier changes inside [shock_min, shock_max]
+    weights: FloatArray  # (units, funds): share of each fund, rows sum to 1 (0 if no position)
+    account: IntArray
+
+    @property
+    def n(self) -> int:
+        return int(self.e0.shape[0])
+
+
+def unit_coefficients(fb: FlatBook, shock_min: float, shock_max: float) -> Units:
+    u, nu = fb.unit, fb.n_units
+    lin = ~fb.inverse
+    n = fb.notional
+    slope_p = fb.qv * fb.mark
+    cost_fee = n * fb.fee[fb.instrument]
+    cost_imp = n * fb.impact[fb.instrument] * np.sqrt(n / fb.depth[fb.instrument])
+    t = tier_of(fb, n)
+    k = fb.instrument
+    nfl = fb.floors.shape[1]
+    lo_t = fb.floors[k, t]
+    hi_t = np.where(t + 1 < nfl, fb.floors[k, np.minimum(t + 1, nfl - 1)], np.inf)
+    crossing = lin & ((n * (1 + shock_min) < lo_t) | (n * (1 + shock_max) >= hi_t))
+    mm1_p = np.where(lin & ~crossing, n * fb.mmr[k, t], 0.0)
+
+    def s(w: FloatArray) -> FloatArray:
+        return _bincount(u, weights=w, minlength=nu)
+
+    upnl = s(fb.upnl)
+    notional = s(n)
+    weights = np.zeros((nu, max(fb.n_funds, 1)))
+    if fb.n_funds:
+        flat = _bincount(u * fb.n_funds + fb.fund, weights=n, minlength=nu * fb.n_funds).reshape(
+            nu, fb.n_funds
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            weights = np.where(notional[:, None] > 0, flat / notional[:, None], 0.0)
+        # a unit whose positions all have zero notional still belongs to its first fund
+        zero = (notional <= 0) & (_bincount(u, minlength=nu) > 0)
+        if zero.any():
+            first = np.zeros(nu, dtype=np.int64)
+            first[u[::-1]] = fb.fund[::-1]
+            weights[np.flatnonzero(zero), first[zero]] = 1.0
+    return Units(
+        e0=fb.unit_base + upnl,
+        slope=s(slope_p),
+        fee=s(np.where(lin, cost_fee, 0.0)),
+        impact=s(np.where(lin, cost_imp, 0.0)),
+        const_cost=s(np.where(lin, 0.0, cost_fee + cost_imp)),
+        mm0=s(fb.mm),
+        mm1=s(mm1_p),
+        upnl0=upnl,
+        notional0=notional,
+        has_position=_bincount(u, minlength=nu) > 0,
+        crossing_pos=np.flatnonzero(crossing),
+        weights=weights,
+        account=fb.unit_account,
+    )
+
+
+# -- GRID EVALUATION -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class GridResult:
+    """Per-fund sums on a uniform-shock grid (arrays: funds × grid points)."""
+
+    shocks: FloatArray
+    bad_debt: FloatArray
+    profitable_upnl: FloatArray
+
+
+def _first_true(pred: object, lo: IntArray, hi: IntArray, iters: int) -> IntArray:
+    """Smallest j in [lo, hi] with pred(j) (monotone false→true), hi if none below (vectorized)."""
+    lo = lo.copy()
+    hi = hi.copy()
+    for _ in range(iters):
+        if not (lo < hi).any():
+            break
+        mid = (lo + hi) // 2
+        ok = pred(mid)  # type: ignore[operator]
+        hi = np.where(ok, mid, hi)
+        lo = np.where(ok, lo, mid + 1)
+    return hi
+
+
+def _convex_nonpos_range(
+    values: object, minimizer: IntArray, count: int, iters: int
+) -> tuple[IntArray, IntArray]:
+    """[a, b] = {j : v(j) ≤ 0} for convex v on grid indices, given its discrete minimizer.
+
+    ``values(idx, sel)`` evaluates v for the selected units at per-unit grid indices.
+    """
+    n = minimizer.shape[0]
+    every = np.arange(n)
+    vmin = values(minimizer, every)  # type: ignore[operator]
+    has = vmin <= 0
+    a = np.full(n, count, dtype=np.int64)
+    b = np.full(n, -1, dtype=np.int64)
+    sel = np.flatnonzero(has)
+    if sel.size:
+        m = minimizer[sel]
+        a[sel] = _first_true(
+            lambda j: values(j, sel) <= 0,
+            np.zeros(sel.size, dtype=np.int64),
+            m,
+            iters,  # type: ignore[operator]
+        )
+        # last j ≥ m with v ≤ 0  == (first j ≥ m with v > 0) − 1
+        first_pos = _first_true(
+            lambda j: values(np.minimum(j, count - 1), sel) > 0,
+            m,  # type: ignore[operator]
+            np.full(sel.size, count, dtype=np.int64),
+            iters,
+        )
+        b[sel] = first_pos - 1
+    return a, b
+
+
+def evaluate_grid(
+    fb: FlatBook, units: Units, grid: FloatArray
+) -> tuple[GridResult, IntArray, FloatArray, BoolArray]:
+    """Bad debt and profitable uPnL per fund on ``grid`` (sorted, contains 0).
+
+    Also returns, for the current marks (s = 0), each unit's bad debt and liquidatable flag (used
+    for the ADL side split and the liquidatable notional), and the candidate units.
+    """
+    count = grid.shape[0]
+    iters = math.ceil(math.log2(count + 1)) + 1
+    pgrid = (1.0 + grid) ** 1.5
+    nf = max(fb.n_funds, 1)
+    alpha = units.fee + units.const_cost - units.e0
+    beta = units.fee - units.slope
+    gamma = units.impact
+    g0 = units.mm0 - units.e0
+    g1 = units.mm1 - units.slope
+
+    # -- g = MM − equity: the range where the unit is NOT liquidatable --
+    nu = units.n
+    crossing_units = np.unique(fb.unit[units.crossing_pos])
+    g_corr_rows: dict[int, int] = {int(x): i for i, x in enumerate(crossing_units.tolist())}
+    corr = np.zeros((crossing_units.size, count))
+    if crossing_units.size:
+        cp = units.crossing_pos
+        notional_grid = fb.notional[cp, None] * (1.0 + grid[None, :])
+        mm_grid = maintenance_margin(fb, notional_grid, fb.instrument[cp]) - fb.mm[cp, None]
+        rows = np.searchsorted(crossing_units, fb.unit[cp])
+        np.add.at(corr, rows, mm_grid)
+    del g_corr_rows
+    # linear units: g_j = g0 + g1·s_j; {g < 0} is a prefix (g1 > 0), a suffix (g1 < 0) or all/none
+    ag = np.full(nu, count, dtype=np.int64)
+    bg = np.full(nu, -1, dtype=np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        root = np.where(g1 != 0, -g0 / np.where(g1 != 0, g1, 1.0), 0.0)
+    inc = g1 > 0
+    dec = g1 < 0
+    flat = g1 == 0
+    # increasing: g < 0 for s < root → indices [0, searchsorted(root, left) − 1], then fix-up
+    j = np.searchsorted(grid, root, side="left")
+    j = _fix_first(lambda jj: g0 + g1 * grid[np.minimum(jj, count - 1)] >= 0, j, count)
+    ag = np.where(inc, 0, ag)
+    bg = np.where(inc, j - 1, bg)
+    jd = np.searchsorted(grid, root, side="left")
+    jd = _fix_first(lambda jj: g0 + g1 * grid[np.minimum(jj, count - 1)] < 0, jd, count)
+    ag = np.where(dec, jd, ag)
+    bg = np.where(dec, count - 1, bg)
+    neg_flat = flat & (g0 < 0)
+    ag = np.where(neg_flat, 0, ag)
+    bg = np.where(neg_flat, count - 1, bg)
+    if crossing_units.size:
+        gm = g0[crossing_units, None] + g1[crossing_units, None] * grid[None, :] + corr
+        neg = gm < 0
+        anyneg = neg.any(axis=1)
+        first = np.argmax(neg, axis=1)
+        last = count - 1 - np.argmax(neg[:, ::-1], axis=1)
+        ag[crossing_units] = np.where(anyneg, first, count)
+        bg[crossing_units] = np.where(anyneg, last, -1)
+
+    # -- f = cost − equity: candidates have f > 0 at an end of the grid --
+    f_lo = alpha + beta * grid[0] + gamma * pgrid[0]
+    f_hi = alpha + beta * grid[-1] + gamma * pgrid[-1]
+    cand = np.flatnonzero(((f_lo > 0) | (f_hi > 0)) & ((ag > 0) | (bg < count - 1)))
+    ca, cb, cc = alpha[cand], beta[cand], gamma[cand]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xstar = np.where(
+            (cc > 0) & (cb < 0),
+            (cb / (1.5 * np.where(cc > 0, cc, 1.0))) ** 2 - 1.0,
+            np.where(cb >= 0, grid[0] - 1.0, grid[-1] + 1.0),
+        )
+    i1 = np.clip(np.searchsorted(grid, xstar), 0, count - 1)
+    i0 = np.clip(i1 - 1, 0, count - 1)
+
+    def fval(idx: IntArray, sel: IntArray) -> FloatArray:
+        return ca[sel] + cb[sel] * grid[idx] + cc[sel] * pgrid[idx]
+
+    every = np.arange(cand.size)
+    jm = np.where(fval(i0, every) <= fval(i1, every), i0, i1)
+    af, bf = _convex_nonpos_range(fval, jm, count, iters)
+
+    # active = grid − ([af, bf] ∪ [ag, bg])
+    a1, b1 = af, bf
+    a2, b2 = ag[cand], bg[cand]
+    e1 = a1 <= b1
+    e2 = a2 <= b2
+    overlap = e1 & e2 & (np.maximum(a1, a2) <= np.minimum(b1, b2) + 1)
+    ma = np.where(overlap, np.minimum(a1, a2), a1)
+    mb = np.where(overlap, np.maximum(b1, b2), b1)
+    use2 = e2 & ~overlap
+    # events: +1 at 0; −1 at start, +1 at end+1 of each inactive range
+    pos = [np.zeros(cand.size, dtype=np.int64)]
+    sign = [np.ones(cand.size)]
+    keep1 = e1 | overlap
+    pos += [np.where(keep1, ma, count), np.where(keep1, mb + 1, count)]
+    sign += [np.where(keep1, -1.0, 0.0), np.where(keep1, 1.0, 0.0)]
+    pos += [np.where(use2, a2, count), np.where(use2, b2 + 1, count)]
+    sign += [np.where(use2, -1.0, 0.0), np.where(use2, 1.0, 0.0)]
+    ev_pos = np.concatenate(pos)
+    ev_sign = np.concatenate(sign)
+    ev_unit = np.tile(cand, 5)
+    bad = _accumulate(units.weights, ev_unit, ev_pos, ev_sign, (alpha, beta, gamma), count, nf)
+    bad_debt = np.maximum(bad[0] + bad[1] * grid + bad[2] * pgrid, 0.0)
+
+    # -- profitable uPnL of non-liquidated units: {g < 0} ∩ {uPnL(s) > 0} --
+    u0, us = units.upnl0, units.slope
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uroot = np.where(us != 0, -u0 / np.where(us != 0, us, 1.0), 0.0)
+    ju = np.searchsorted(grid, uroot, side="left")
+    up_first = _fix_first(lambda jj: u0 + us * grid[np.minimum(jj, count - 1)] > 0, ju, count)
+    dn_first = _fix_first(lambda jj: u0 + us * grid[np.minimum(jj, count - 1)] <= 0, ju, count)
+    pa = np.where(us > 0, up_first, np.where(us < 0, 0, np.where(u0 > 0, 0, count)))
+    pb = np.where(
+        us > 0, count - 1, np.where(us < 0, dn_first - 1, np.where(u0 > 0, count - 1, -1))
+    )
+    lo = np.maximum(pa, ag)
+    hi = np.minimum(pb, bg)
+    ok = np.flatnonzero(units.has_position & (lo <= hi))
+    prof = _accumulate(
+        units.weights,
+        np.tile(ok, 2),
+        np.concatenate((lo[ok], hi[ok] + 1)),
+        np.concatenate((np.ones(ok.size), -np.ones(ok.size))),
+        (u0, us),
+        count,
+        nf,
+    )
+    profitable = np.maximum(prof[0] + prof[1] * grid, 0.0)
+
+    # -- now (s = 0) --
+    z = int(np.searchsorted(grid, 0.0))
+    liq_now = units.has_position & ~((ag <= z) & (z <= bg))
+    liq_now |= units.e0 < 0
+    bad_now = np.zeros(nu)
+    bad_now_c = np.maximum(alpha[cand] + gamma[cand], 0.0)
+    active_now = ~((af <= z) & (z <= bf)) & ~((ag[cand] <= z) & (z <= bg[cand]))
+    bad_now[cand] = np.where(active_now, bad_now_c, 0.0)
+    return GridResult(grid, bad_debt, profitable), cand, bad_now, liq_now
+
+
+def _fix_first(pred: object, j: IntArray, count: int) -> IntArray:
+    """Adjust a searchsorted guess to the exact first index where the monotone ``pred`` holds."""
+    for _ in range(2):
+        back = (j > 0) & pred(j - 1)  # type: ignore[operator]
+        j = np.where(back, j - 1, j)
+    for _ in range(2):
+        fwd = (j < count) & ~pred(j)  # type: ignore[operator]
+        j = np.where(fwd, j + 1, j)
+    return j
+
+
+def _accumulate(
+    weights: FloatArray,
+    ev_unit: IntArray,
+    ev_pos: IntArray,
+    ev_sign: FloatArray,
+    coefs: tuple[FloatArray, ...],
+    count: int,
+    n_funds: int,
+) -> list[FloatArray]:
+    """Difference-array accumulation of unit coefficients into (funds × grid) cumulative sums."""
+    live = ev_sign != 0
+    ev_unit, ev_pos, ev_sign = ev_unit[live], ev_pos[live], ev_sign[live]
+    w = weights[ev_unit]  # (events, funds)
+    rows, fcols = np.nonzero(w)
+    idx = fcols * (count + 1) + ev_pos[rows]
+    out = []
+    for c in coefs:
+        vals = ev_sign[rows] * c[ev_unit[rows]] * w[rows, fcols]
+        d = _bincount(idx, weights=vals, minlength=n_funds * (count + 1))
+        out.append(np.cumsum(d.reshape(n_funds, count + 1), axis=1)[:, :count])
+    return out
+
+
+# -- NON-UNIFORM SCENARIOS -------------------------------------------------------------------------
+
+
+def unit_bad_debt(
+    fb: FlatBook, units: Units, instrument_shock: FloatArray
+) -> tuple[FloatArray, BoolArray]:
+    """Bad debt of each unit and its liquidatable flag under per-instrument relative shocks."""
+    x = instrument_shock[fb.instrument]
+    n1 = np.where(fb.inverse, fb.notional, fb.notional * (1.0 + x))
+    eq = units.e0 + _bincount(fb.unit, weights=fb.qv * fb.mark * x, minlength=units.n)
+    mm = _bincount(fb.unit, weights=maintenance_margin(fb, n1), minlength=units.n)
+    cost = _bincount(fb.unit, weights=liquidation_cost(fb, n1, fb.instrument), minlength=units.n)
+    liq = units.has_position & (mm >= eq) | (eq < 0)
+    return np.where(liq, np.maximum(cost - eq, 0.0), 0.0), liq
+
+
+def idiosyncratic_bad_debt(
+    fb: FlatBook, units: Units, bad_now: FloatArray, shock: float, n_instruments: int
+) -> FloatArray:
+    """(instruments × funds) bad debt when ONE instrument moves by ``shock`` (others unchanged)."""
+    nf = max(fb.n_funds, 1)
+    out = np.zeros((n_instruments, nf))
+    if fb.unit.size == 0:
+        return out
+    zero = np.zeros(n_instruments)
+    base_eq, base_mm, base_cost = _unit_now(fb, units, zero)
+    n1 = np.where(fb.inverse, fb.notional, fb.notional * (1.0 + shock))
+    u = fb.unit
+    eq = base_eq[u] + fb.qv * fb.mark * shock
+    mm = base_mm[u] - fb.mm + maintenance_margin(fb, n1)
+    cost = (
+        base_cost[u]
+        - liquidation_cost(fb, fb.notional, fb.instrument)
+        + liquidation_cost(fb, n1, fb.instrument)
+    )
+    liq = (mm >= eq) | (eq < 0)
+    bad = np.where(liq, np.maximum(cost - eq, 0.0), 0.0)
+    delta = bad - bad_now[u]
+    nz = np.flatnonzero(delta != 0)
+    base_f = units.weights.T @ bad_now  # (funds,)
+    out[:] = base_f[None, :]
+    if nz.size:
+        w = units.weights[u[nz]]  # (nz, funds)
+        np.add.at(out, fb.instrument[nz], w * delta[nz, None])
+    return np.maximum(out, 0.0)
+
+
+def _unit_now(
+    fb: FlatBook, units: Units, zero: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    cost = _bincount(
+        fb.unit, weights=liquidation_cost(fb, fb.notional, fb.instrument), minlength=units.n
+    )
+    return units.e0, units.mm0, cost
+
+
+# -- PARTIALS --------------------------------------------------------------------------------------
+
+
+def compute_partials(book: AccountBook, config: EngineConfig) -> dict[str, FundPartial]:
+    """Per-fund additive aggregates of ``book`` (see :mod:`streams.engine.venue`)."""
+    grid = config.fine_grid()
+    fb = flatten(book)
+    units = unit_coefficients(fb, float(grid[0]), float(grid[-1]))
+    result, _cand, bad_now, liq_now = evaluate_grid(fb, units, grid)
+    nf = len(book.funds)
+    n_inst = len(book.instruments)
+    names = [i.name for i in book.instruments]
+    w = units.weights
+
+    long_unit = units.slope > 0
+    bad_long = w.T @ np.where(long_unit, bad_now, 0.0) if nf else np.zeros(0)
+    bad_short = w.T @ np.where(long_unit, 0.0, bad_now) if nf else np.zeros(0)
+    liq_pos = liq_now[fb.unit]
+    liq_notional = _bincount(fb.fund[liq_pos], weights=fb.notional[liq_pos], minlength=nf)
+
+    # state counts: accounts exposed to each fund (any position, cross or isolated)
+    exposed = np.zeros((book.n_accounts, max(nf, 1)), dtype=np.bool_)
+    exposed[fb.account, fb.fund] = True
+    states = book.state[: book.n_accounts]
+    counts = [_bincount(states[exposed[:, f]], minlength=len(STATE_LABELS)) for f in range(nf)]
+
+    scen_bad: list[dict[str, float]] = [{} for _ in range(nf)]
+    scen_prof: list[dict[str, float]] = [{} for _ in range(nf)]
+    for name, scenario in config.scenarios.items():
+        x = np.array([scenario.shock_of(n) for n in names], dtype=np.float64)
+        bad_s, liq_s = unit_bad_debt(fb, units, x)
+        upnl_s = units.upnl0 + _bincount(
+            fb.unit, weights=fb.qv * fb.mark * x[fb.instrument], minlength=units.n
+        )
+        prof_s = np.where(~liq_s & units.has_position, np.maximum(upnl_s, 0.0), 0.0)
+        bf, pf = w.T @ bad_s, w.T @ prof_s
+        for f in range(nf):
+            scen_bad[f][name] = float(bf[f])
+            scen_prof[f][name] = float(pf[f])
+
+    x_id = config.idiosyncratic_shock
+    idio_down = idiosyncratic_bad_debt(fb, units, bad_now, -x_id, n_inst)
+    idio_up = idiosyncratic_bad_debt(fb, units, bad_now, x_id, n_inst)
+
+    # ADL candidates: profitable positions of non-liquidatable pools
+    eq_unit = units.e0[fb.unit]
+    entry_notional = np.abs(fb.qv) * fb.entry
+    ok = (fb.upnl > 0) & ~liq_pos & (eq_unit > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.where(ok, fb.upnl / entry_notional * fb.notional / eq_unit, -np.inf)
+    k = config.adl_top_k
+    adl: dict[tuple[int, bool], tuple[AdlCandidate, ...]] = {}
+    for f in range(nf):
+        for is_long in (True, False):
+            sel = np.flatnonzero(ok & (fb.fund == f) & ((fb.size > 0) == is_long))
+            if sel.size > k:
+                sel = sel[np.argpartition(-score[sel], k - 1)[:k]]
+            adl[(f, is_long)] = merge_top(
+                (
+                    AdlCandidate(
+                        book.account_names[int(fb.account[i])],
+                        names[int(fb.instrument[i])],
+                        float(fb.size[i]),
+                        float(fb.notional[i]),
+                        float(fb.upnl[i]),
+                        float(score[i]),
+                    )
+                    for i in sel.tolist()
+                ),
+                k,
+            )
+
+    inst_of_fund = [[i.name for i in book.instruments if i.fund == f] for f in range(nf)]
+    out: dict[str, FundPartial] = {}
+    for f, fund in enumerate(book.funds):
+        kf = [book.instrument_index[n] for n in inst_of_fund[f]]
+        out[fund] = FundPartial(
+            fund=fund,
+            shocks=grid,
+            bad_debt_usd=result.bad_debt[f],
+            profitable_upnl_usd=result.profitable_upnl[f],
+            bad_debt_long_usd=float(bad_long[f]),
+            bad_debt_short_usd=float(bad_short[f]),
+            liquidatable_notional_usd=float(liq_notional[f]),
+            state_counts={s: int(c) for s, c in zip(STATE_LABELS, counts[f], strict=True)},
+            scenario_bad_debt_usd=scen_bad[f],
+            scenario_profitable_upnl_usd=scen_prof[f],
+            idiosyncratic_shock=x_id,
+            idiosyncratic_down_usd={names[i]: float(idio_down[i, f]) for i in kf},
+            idiosyncratic_up_usd={names[i]: float(idio_up[i, f]) for i in kf},
+            adl_long=adl[(f, True)],
+            adl_short=adl[(f, False)],
+            adl_top_k=k,
+        )
+    return out
