@@ -26,11 +26,13 @@ instruments (an isolated pool belongs to its instrument's fund).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from streams.engine.adl import hyperliquid_score
 from streams.engine.book import AccountBook
 from streams.engine.config import EngineConfig
 from streams.engine.tiers import FloatArray, IntArray
@@ -297,7 +299,9 @@ class GridResult:
     profitable_upnl: FloatArray
 
 
-def _first_true(pred: object, lo: IntArray, hi: IntArray, iters: int) -> IntArray:
+def _first_true(
+    pred: Callable[[IntArray], BoolArray], lo: IntArray, hi: IntArray, iters: int
+) -> IntArray:
     """Smallest j in [lo, hi] with pred(j) (monotone false→true), hi if none below (vectorized)."""
     lo = lo.copy()
     hi = hi.copy()
@@ -305,14 +309,14 @@ def _first_true(pred: object, lo: IntArray, hi: IntArray, iters: int) -> IntArra
         if not (lo < hi).any():
             break
         mid = (lo + hi) // 2
-        ok = pred(mid)  # type: ignore[operator]
+        ok = pred(mid)
         hi = np.where(ok, mid, hi)
         lo = np.where(ok, lo, mid + 1)
     return hi
 
 
 def _convex_nonpos_range(
-    values: object, minimizer: IntArray, count: int, iters: int
+    values: Callable[[IntArray, IntArray], FloatArray], minimizer: IntArray, count: int, iters: int
 ) -> tuple[IntArray, IntArray]:
     """[a, b] = {j : v(j) ≤ 0} for convex v on grid indices, given its discrete minimizer.
 
@@ -320,7 +324,7 @@ def _convex_nonpos_range(
     """
     n = minimizer.shape[0]
     every = np.arange(n)
-    vmin = values(minimizer, every)  # type: ignore[operator]
+    vmin = values(minimizer, every)
     has = vmin <= 0
     a = np.full(n, count, dtype=np.int64)
     b = np.full(n, -1, dtype=np.int64)
@@ -331,12 +335,12 @@ def _convex_nonpos_range(
             lambda j: values(j, sel) <= 0,
             np.zeros(sel.size, dtype=np.int64),
             m,
-            iters,  # type: ignore[operator]
+            iters,
         )
         # last j ≥ m with v ≤ 0  == (first j ≥ m with v > 0) − 1
         first_pos = _first_true(
             lambda j: values(np.minimum(j, count - 1), sel) > 0,
-            m,  # type: ignore[operator]
+            m,
             np.full(sel.size, count, dtype=np.int64),
             iters,
         )
@@ -483,13 +487,13 @@ def evaluate_grid(
     return GridResult(grid, bad_debt, profitable), cand, bad_now, liq_now
 
 
-def _fix_first(pred: object, j: IntArray, count: int) -> IntArray:
+def _fix_first(pred: Callable[[IntArray], BoolArray], j: IntArray, count: int) -> IntArray:
     """Adjust a searchsorted guess to the exact first index where the monotone ``pred`` holds."""
     for _ in range(2):
-        back = (j > 0) & pred(j - 1)  # type: ignore[operator]
+        back = (j > 0) & pred(j - 1)
         j = np.where(back, j - 1, j)
     for _ in range(2):
-        fwd = (j < count) & ~pred(j)  # type: ignore[operator]
+        fwd = (j < count) & ~pred(j)
         j = np.where(fwd, j + 1, j)
     return j
 
@@ -619,10 +623,10 @@ def compute_partials(book: AccountBook, config: EngineConfig) -> dict[str, FundP
 
     # ADL candidates: profitable positions of non-liquidatable pools
     eq_unit = units.e0[fb.unit]
-    entry_notional = np.abs(fb.qv) * fb.entry
     ok = (fb.upnl > 0) & ~liq_pos & (eq_unit > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        score = np.where(ok, fb.upnl / entry_notional * fb.notional / eq_unit, -np.inf)
+    score = np.where(
+        ok, hyperliquid_score(fb.mark, fb.entry, fb.notional, eq_unit, fb.size), -np.inf
+    )
     k = config.adl_top_k
     adl: dict[tuple[int, bool], tuple[AdlCandidate, ...]] = {}
     for f in range(nf):

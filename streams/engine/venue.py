@@ -16,7 +16,8 @@ Conventions
   loss / profitable uPnL of non-liquidated pools, capped at 1.
 * ADL queue (current marks): the loss is split between the bankrupt long and short sides in
   proportion to their bad debt; each side's share is taken from the OPPOSITE side's profitable
-  positions in score order (score = PnL ratio × effective leverage, BitMEX-style). A position in
+  positions in score order (Hyperliquid's (mark/entry) × (notional/account value), the
+  account value being the position's margin pool equity). A position in
   the queue is closed in full and surrenders its unrealized profit (it is closed at the bankrupt
   side's bankruptcy price, which we take to be its break-even in the worst case), so the queue
   takes at least the loss: ``overshoot = taken − loss`` (the minimal haircut takes exactly the
