@@ -109,8 +109,8 @@ def test_alert_conventions(alert: dict[str, Any]) -> None:
     ann = alert["annotations"]
     assert ann["summary"].endswith("."), "summary is a static sentence ending with a period"
     assert "{{" not in ann["summary"], "summary is static; details go in the description"
-    assert "$labels" in ann["description"] or "$value" in ann["description"] or name.endswith(
-        "Absent"
+    assert (
+        "$labels" in ann["description"] or "$value" in ann["description"] or name.endswith("Absent")
     ), "description is templated with $labels / $value"
     assert ann["runbook_url"].endswith(f"/docs/runbooks/{name}.md"), ann["runbook_url"]
     assert "for" in alert, "every alert has a `for:` so one bad scrape does not notify"
