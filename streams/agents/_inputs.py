@@ -1,0 +1,55 @@
+"""Shared body of the input agents: parse raw bytes, dead-letter what is invalid, count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.agents.runtime import parse, runtime
+from streams.engine.rejections import Rejection
+from streams.engine.wire import Event, EventKind
+
+
+async def validate(kind: EventKind, event: Any) -> Event | None:
+    """``parse_event`` on a faust event; a rejection is dead-lettered and ``None`` returned."""
+    parsed = parse(kind, event.value, event.key)
+    if isinstance(parsed, Rejection):
+        await reject(kind, event, parsed)
+        return None
+    return parsed
+
+
+async def reject(kind: EventKind, event: Any, rejection: Rejection) -> None:
+    msg = event.message
+    raw = event.value if isinstance(event.value, bytes) else rejection.raw
+    key = (
+        event.key if isinstance(event.key, bytes) or event.key is None else str(event.key).encode()
+    )
+    await runtime.dead_letter(
+        kind,
+        rejection,
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=key,
+        raw=raw,
+    )
+
+
+async def reference_input(kind: EventKind, event: Any) -> None:
+    """Group-side handling of a reference topic (prices, instruments, insurance fund).
+
+    Each message is seen here by exactly one worker (the owner of its partition): it is
+    validated, dead-lettered or counted once. The STATE update is not done here but by every
+    worker's own group-less reader (:mod:`streams.agents.reference`), which applies the same
+    valid events to all of that worker's engines.
+    """
+    await runtime.ref.ready.wait()  # unknown_instrument needs the instruments loaded
+    parsed = await validate(kind, event)
+    if parsed is None:
+        return
+    rejection = runtime.reference_rejection(kind, parsed)
+    if rejection is not None:
+        raw = event.value if isinstance(event.value, bytes) else b""
+        await reject(kind, event, Rejection(rejection.reason, rejection.detail, raw))
+        return
+    runtime.accepted(kind, getattr(parsed, "ts_event", None))

@@ -1,0 +1,259 @@
+"""Venue-level figures across workers: per-partition partials -> ONE combining worker.
+
+* Every worker, every ``RISKMON_WORKER__PARTIAL_INTERVAL_S``, publishes for each of its engines
+  (one per assigned account partition) and each fund one message to the ``partials`` topic, key
+  ``<fund>``, value::
+
+      {"fund": "main", "partition": 3, "partitions": 8, "worker": "w-1", "generation": 7,
+       "ts": 1760054401.5, "partial": FundPartial.to_dict()}
+
+  A fund the partition holds nothing of is published as an EMPTY partial, so a partition whose
+  last position of a fund closed stops contributing.
+* The ``partials`` topic has ONE partition: exactly one worker of the group owns it and runs
+  :func:`combine_partials`. It keeps the latest partial per (fund, source partition) in the
+  ``partials`` table — newest consumer-group ``generation`` first, then newest ``ts`` — so a late
+  message from a worker that lost the partition in a rebalance never overrides the new owner's.
+  The table is changelog-backed: a new combiner (fail-over) starts with every partition's last
+  partial instead of waiting a cadence.
+* Every ``RISKMON_WORKER__VENUE_REPORT_INTERVAL_S`` the combiner sums the partials per fund
+  (:func:`streams.engine.venue.combine`, additive over disjoint accounts) and builds the
+  :class:`~streams.engine.venue.FundReport` with the fund balance. Only that worker exports the
+  venue-level gauges; the sum is exactly one engine's figures over the whole book.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import faust
+import numpy as np
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from streams.adapters.metrics import (
+    SELECTED_GRID_SHOCKS,
+    FundFigures,
+    ScenarioFigures,
+    VenueSnapshot,
+    grid_scenario_name,
+)
+from streams.agents.runtime import runtime
+from streams.app import app, partials_table, partials_topic, settings
+from streams.engine.config import EngineConfig
+from streams.engine.venue import FundPartial, FundReport, combine, fund_report
+
+log = logging.getLogger(__name__)
+
+
+def empty_partial(fund: str, config: EngineConfig) -> FundPartial:
+    """The partial of a set of accounts holding nothing of ``fund`` (the additive zero)."""
+    shocks = config.fine_grid()
+    zeros = np.zeros_like(shocks)
+    return FundPartial(
+        fund=fund,
+        shocks=shocks,
+        bad_debt_usd=zeros,
+        profitable_upnl_usd=zeros.copy(),
+        bad_debt_long_usd=0.0,
+        bad_debt_short_usd=0.0,
+        liquidatable_notional_usd=0.0,
+        state_counts={},
+        scenario_bad_debt_usd={name: 0.0 for name in config.scenarios},
+        scenario_profitable_upnl_usd={name: 0.0 for name in config.scenarios},
+        idiosyncratic_shock=config.idiosyncratic_shock,
+        idiosyncratic_down_usd={},
+        idiosyncratic_up_usd={},
+        adl_long=(),
+        adl_short=(),
+        adl_top_k=config.adl_top_k,
+    )
+
+
+def partial_messages(now: float | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """This worker's partial messages: one per (assigned partition, fund)."""
+    now = time.time() if now is None else now
+    out: list[tuple[str, dict[str, Any]]] = []
+    funds = runtime.ref.fund_names()
+    for p, engine in sorted(runtime.engines.items()):
+        partials = engine.partials()
+        for fund in sorted(funds | set(partials)):
+            partial = partials.get(fund) or empty_partial(fund, settings.engine)
+            out.append(
+                (
+                    fund,
+                    {
+                        "fund": fund,
+                        "partition": p,
+                        "partitions": settings.kafka.partitions,
+                        "worker": settings.worker.id,
+                        "generation": runtime.generation,
+                        "ts": now,
+                        "partial": partial.to_dict(),
+                    },
+                )
+            )
+    return out
+
+
+def newer(msg: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """Does ``msg`` supersede ``old`` for the same (fund, partition)? generation, then ts."""
+    if old is None:
+        return True
+    return (int(msg["generation"]), float(msg["ts"])) >= (int(old["generation"]), float(old["ts"]))
+
+
+def store_partial(msg: dict[str, Any]) -> bool:
+    key = f"{msg['fund']}|{int(msg['partition'])}"
+    if not newer(msg, partials_table.get(key)):
+        return False
+    partials_table[key] = msg
+    return True
+
+
+def latest_partials() -> dict[str, dict[int, FundPartial]]:
+    """fund -> source partition -> latest partial (from the combiner's table)."""
+    out: dict[str, dict[int, FundPartial]] = {}
+    n = settings.kafka.partitions
+    for _key, msg in list(partials_table.data.items()):
+        if not msg or int(msg["partition"]) >= n:
+            continue
+        out.setdefault(str(msg["fund"]), {})[int(msg["partition"])] = FundPartial.from_dict(
+            msg["partial"]
+        )
+    return out
+
+
+def venue_reports() -> dict[str, FundReport]:
+    """Combined partials + fund balances -> one report per fund."""
+    by_fund = latest_partials()
+    reports: dict[str, FundReport] = {}
+    for fund in sorted(set(by_fund) | runtime.ref.fund_names()):
+        parts = list(by_fund.get(fund, {}).values()) or [empty_partial(fund, settings.engine)]
+        fund_update = runtime.ref.funds.get(fund)
+        balance = fund_update.balance if fund_update is not None else 0.0
+        reports[fund] = fund_report(combine(parts), balance, settings.engine)
+    return reports
+
+
+def _scenario(fig: Any, adl_notional: float = 0.0) -> ScenarioFigures:
+    return ScenarioFigures(
+        projected_bad_debt_usd=float(fig.bad_debt_usd),
+        socialized_loss_usd=float(fig.socialized_loss_usd),
+        haircut_ratio=float(fig.haircut_ratio),
+        profitable_upnl_usd=float(fig.profitable_upnl_usd),
+        adl_queue_notional_usd=adl_notional,
+    )
+
+
+def figures(report: FundReport) -> FundFigures:
+    """A :class:`FundReport` as the metrics adapter's :class:`FundFigures` (bounded scenarios)."""
+    scenarios: dict[str, ScenarioFigures] = {
+        "current": ScenarioFigures(
+            projected_bad_debt_usd=report.bad_debt_usd,
+            socialized_loss_usd=report.socialized_loss_usd,
+            haircut_ratio=report.haircut_ratio,
+            profitable_upnl_usd=report.profitable_upnl_usd,
+            adl_queue_notional_usd=report.adl.queue_notional_usd,
+        )
+    }
+    for name, fig in report.scenarios.items():
+        scenarios[name] = _scenario(fig)
+    grid = np.asarray(report.grid_shocks, dtype=np.float64)
+    for shock in SELECTED_GRID_SHOCKS:
+        if grid.size == 0:
+            break
+        i = int(np.argmin(np.abs(grid - shock)))
+        if abs(grid[i] - shock) < 1e-9:
+            scenarios[grid_scenario_name(shock)] = _scenario(report.grid[i])
+    return FundFigures(
+        fund=report.fund,
+        balance_usd=report.balance_usd,
+        liquidatable_notional_usd=report.liquidatable_notional_usd,
+        exhaustion_shock_down=report.exhaustion_shock_down,
+        exhaustion_shock_up=report.exhaustion_shock_up,
+        scenarios=scenarios,
+    )
+
+
+def venue_snapshot() -> VenueSnapshot:
+    ts = [t.ts_event for t in runtime.ref.marks.values()]
+    return VenueSnapshot(
+        funds=tuple(figures(r) for r in venue_reports().values()),
+        ts_event=max(ts) if ts else None,
+    )
+
+
+class CombinerCollector(Collector):
+    """``riskmon_venue_source_partitions{fund}``: partitions the venue figures are built from.
+
+    Exported by the combining worker only; the figures are complete when it equals
+    ``riskmon_venue_source_partitions_expected``.
+    """
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if not runtime.owns_partials:
+            return
+        got = GaugeMetricFamily(
+            "riskmon_venue_source_partitions",
+            "Account partitions whose latest partial the venue figures include, per fund.",
+            labels=["fund"],
+        )
+        for fund, parts in sorted(latest_partials().items()):
+            got.add_metric([fund], float(len(parts)))
+        yield got
+        yield GaugeMetricFamily(
+            "riskmon_venue_source_partitions_expected",
+            "Account partitions of the consumer group (venue figures complete when all report).",
+            value=float(settings.kafka.partitions),
+        )
+
+
+runtime.add_collector(CombinerCollector())
+
+
+@app.timer(interval=settings.worker.partial_interval_s, name="riskmon-publish-partials")
+async def publish_partials() -> None:
+    if runtime.rebalancing or not runtime.ref.ready.is_set():
+        return
+    for fund, body in partial_messages():
+        await partials_topic.send(key=fund.encode(), value=json.dumps(body).encode())
+
+
+@app.timer(interval=settings.worker.venue_report_interval_s, name="riskmon-venue-report")
+async def venue_report() -> None:
+    refresh_venue()
+
+
+def refresh_venue() -> None:
+    if not runtime.owns_partials:
+        runtime.venue = None
+        return
+    try:
+        runtime.venue = venue_snapshot()
+    except Exception:  # a bad partial must not kill the timer; keep the previous figures
+        log.exception("venue report failed")
+
+
+@app.agent(partials_topic, name="riskmon-partials")
+async def combine_partials(stream: faust.StreamT[bytes]) -> None:
+    async for value in stream:
+        try:
+            msg = json.loads(value)
+            int(msg["partition"])
+            int(msg["generation"])
+            if not math.isfinite(float(msg["ts"])):
+                raise ValueError("ts")
+            str(msg["fund"])
+            dict(msg["partial"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring malformed partial: %s", exc)
+            continue
+        store_partial(msg)

@@ -1,0 +1,62 @@
+"""The dead-letter envelope: what a rejected input looks like on the dead-letter topic.
+
+One JSON object per rejected message, keyed by the original message key::
+
+    {"topic": "riskmon.positions", "partition": 3, "offset": 1207, "key": "acct-000042",
+     "reason": "stale_sequence", "detail": "position acct-000042/BTCUSDT: seq 16 vs stored 17",
+     "original": "<base64 of the original value bytes>", "ts": 1760054401.02, "worker": "w-1"}
+
+``key`` is the original key decoded as UTF-8 (with replacement characters if it was not UTF-8;
+``key_b64`` then carries the exact bytes), ``original`` is always base64 of the exact bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from streams.engine.rejections import Rejection
+
+
+def envelope(
+    rejection: Rejection,
+    *,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    key: bytes | None,
+    raw: bytes | None = None,
+    worker: str = "",
+    ts: float | None = None,
+) -> dict[str, Any]:
+    original = raw if raw is not None else rejection.raw
+    out: dict[str, Any] = {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key": None if key is None else key.decode("utf-8", errors="replace"),
+        "reason": rejection.reason.value,
+        "detail": rejection.detail,
+        "original": base64.b64encode(original or b"").decode("ascii"),
+        "ts": time.time() if ts is None else ts,
+        "worker": worker,
+    }
+    if key is not None:
+        try:
+            key.decode("utf-8")
+        except UnicodeDecodeError:
+            out["key_b64"] = base64.b64encode(key).decode("ascii")
+    return out
+
+
+def encode(env: dict[str, Any]) -> bytes:
+    return json.dumps(env, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def decode(raw: bytes) -> dict[str, Any]:
+    """Parse an envelope; ``original`` is returned decoded to bytes under ``original_bytes``."""
+    env: dict[str, Any] = json.loads(raw)
+    env["original_bytes"] = base64.b64decode(env["original"])
+    return env

@@ -1,0 +1,175 @@
+"""Every worker's own, group-less reader of the reference topics: prices, instruments, fund.
+
+Why not a ``GlobalTable`` (the other option the faust docs offer for data every worker needs):
+
+* The engines need a PUSH per tick — a tick must revalue that instrument's holders in every
+  engine of every worker. A GlobalTable is a lookup table: on the workers that do not own the
+  tick's partition, its updates arrive through the changelog/standby machinery with no agent
+  callback, so nothing would revalue their accounts until their next position change.
+* Its documented pitfalls with several app instances: an infinite recovery loop unless run with
+  ``partitions=1, recovery_buffer_size=1`` (``faust/tables/globaltable.py``), and standby
+  events not applied after "Worker ready" (faust-streaming #212). ``partitions=1`` would also
+  force one partition on the hottest topic.
+* It would add a changelog copy of the price stream to Kafka for no gain: the source topics
+  already are the log (instruments is compacted; prices are keyed by instrument).
+
+So each worker runs one ``AIOKafkaConsumer`` with NO group id: it assigns itself every partition of
+the three topics, starts at the beginning (``RISKMON_WORKER__REFERENCE_START=earliest``, exact) or
+at the end (``latest``), applies every valid event to the worker's reference cache and engines,
+and sets ``runtime.ref.ready`` once it has read up to the end offsets it saw at start. The account
+agents wait for that before touching an engine, so a restart never rejects a position as
+``unknown_instrument`` just because the instruments were not read yet. Invalid messages are
+skipped here: the group-side agents (prices/instruments/fund) dead-letter and count each one
+exactly once across the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.agents.runtime import Runtime, parse
+from streams.engine.rejections import Rejection
+from streams.engine.wire import EventKind
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ReferenceReader:
+    """Group-less reader of prices, instruments and insurance fund into ``runtime``."""
+
+    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        t = settings.topics
+        self.kinds: dict[str, EventKind] = {
+            t.instruments: EventKind.INSTRUMENT,
+            t.insurance_fund: EventKind.FUND,
+            t.prices: EventKind.PRICE,
+        }
+        self.consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.applied = 0
+        self.skipped = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run_forever(self) -> None:
+        while True:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reference reader failed; restarting in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        """All partitions of the three topics (waits until they exist: faust declares them)."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            await consumer.topics()  # refreshes cluster metadata
+            tps: list[TopicPartition] = []
+            missing = []
+            for topic in self.kinds:
+                parts = consumer.partitions_for_topic(topic)
+                if parts:
+                    tps.extend(TopicPartition(topic, p) for p in sorted(parts))
+                else:
+                    missing.append(topic)
+            if not missing:
+                return tps
+            if time.monotonic() > deadline:
+                log.info("reference reader waiting for topics", extra={"missing": missing})
+                deadline = time.monotonic() + 30.0
+            await asyncio.sleep(0.5)
+
+    async def run(self) -> None:
+        kafka = self.settings.kafka
+        consumer = AIOKafkaConsumer(
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"{kafka.app_id}-{self.settings.worker.id}-reference",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            **kafka.client_kwargs(),
+        )
+        await consumer.start()
+        self.consumer = consumer
+        try:
+            tps = await self._partitions(consumer)
+            consumer.assign(tps)
+            if self.settings.worker.reference_start == "latest":
+                await consumer.seek_to_end(*tps)
+            else:
+                await consumer.seek_to_beginning(*tps)
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+            pending = {tp: end for tp, end in ends.items() if end > 0}
+            if self.settings.worker.reference_start == "latest":
+                pending = {}
+            self._maybe_ready(consumer, pending)
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                # Instruments before funds before prices within one fetch: a tick for a new
+                # instrument fetched together with it is then applied (the cache covers the rest).
+                order = sorted(batches, key=lambda tp: list(self.kinds).index(tp.topic))
+                for tp in order:
+                    transitions: list[Any] = []
+                    for record in batches[tp]:
+                        transitions.extend(self._apply(tp.topic, record.key, record.value))
+                    if transitions:
+                        await self.runtime.emit(transitions)
+                if pending:
+                    await self._check_pending(consumer, pending)
+        finally:
+            self.consumer = None
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    def _apply(self, topic: str, key: bytes | None, value: bytes | None) -> list[Any]:
+        kind = self.kinds[topic]
+        parsed = parse(kind, value or b"", key)
+        if isinstance(parsed, Rejection) or self.runtime.reference_rejection(kind, parsed):
+            # Unknown-instrument ticks are still cached: an instrument fetched later uses them.
+            if not isinstance(parsed, Rejection):
+                self.runtime.apply_reference(parsed)
+            self.skipped += 1
+            return []
+        self.applied += 1
+        return self.runtime.apply_reference(parsed)
+
+    async def _check_pending(
+        self, consumer: AIOKafkaConsumer, pending: dict[TopicPartition, int]
+    ) -> None:
+        for tp in list(pending):
+            if await consumer.position(tp) >= pending[tp]:
+                del pending[tp]
+        self._maybe_ready(consumer, pending)
+
+    def _maybe_ready(self, consumer: AIOKafkaConsumer, pending: dict[TopicPartition, int]) -> None:
+        if not pending and not self.runtime.ref.ready.is_set():
+            self.runtime.ref.ready.set()
+            self.runtime.update_ready()
+            log.info(
+                "reference data loaded",
+                extra={
+                    "instruments": len(self.runtime.ref.instruments),
+                    "marks": len(self.runtime.ref.marks),
+                    "funds": len(self.runtime.ref.funds),
+                },
+            )

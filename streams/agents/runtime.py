@@ -1,0 +1,332 @@
+"""Per-worker state shared by the agents: reference data, one engine per account partition.
+
+* :class:`Reference` — every instrument, the latest mark per instrument and the latest balance per
+  insurance fund. Fed by the group-less reader (:mod:`streams.agents.reference`): every worker
+  holds all of it.
+* ``engines`` — one :class:`~streams.engine.engine.RiskEngine` per ASSIGNED partition of the
+  account topics (positions, balances). A price tick fans out to all of them (an engine revalues
+  only the holders of that instrument, so an engine without holders costs a dict lookup). When
+  partitions move in a rebalance, the engines of partitions this worker lost are dropped and the
+  engines of partitions it gained are rebuilt from the recovered tables — so each partition's
+  figures live in exactly one worker and the per-partition partials add up to the whole book.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, is_dataclass
+from enum import Enum
+from typing import Any
+
+from streams.adapters.metrics import MetricsSnapshot, RiskMetrics, VenueSnapshot
+from streams.agents import deadletters
+from streams.app import (
+    app,
+    balances_table,
+    dead_letters_topic,
+    positions_table,
+    risk_events_topic,
+    settings,
+)
+from streams.engine.engine import RiskEngine
+from streams.engine.models import (
+    BalanceUpdate,
+    FundUpdate,
+    Instrument,
+    PositionUpdate,
+    PriceTick,
+    RiskState,
+)
+from streams.engine.rejections import RejectedEvent, Rejection, RejectReason
+from streams.engine.wire import Event, EventKind, parse_event
+
+log = logging.getLogger(__name__)
+
+# metric label of each input kind (bounded: the logical topic, never the Kafka topic name)
+TOPIC_LABEL: dict[EventKind, str] = {
+    EventKind.PRICE: "prices",
+    EventKind.POSITION: "positions",
+    EventKind.BALANCE: "balances",
+    EventKind.FUND: "insurance_fund",
+    EventKind.INSTRUMENT: "instruments",
+}
+
+
+class Reference:
+    """What every worker needs in full: instruments, latest marks, latest fund balances."""
+
+    def __init__(self) -> None:
+        self.instruments: dict[str, Instrument] = {}
+        self.marks: dict[str, PriceTick] = {}  # valid ticks, also for not-yet-known instruments
+        self.funds: dict[str, FundUpdate] = {}
+        self.ready = asyncio.Event()  # set once the reader caught up with the topics' ends
+
+    def fund_names(self) -> set[str]:
+        return set(self.funds) | {inst.fund for inst in self.instruments.values()}
+
+
+def jsonable(obj: Any) -> Any:
+    """JSON-able form of an engine output (dataclass / pydantic model / enum / numpy scalar)."""
+    if isinstance(obj, RiskState):
+        return obj.label
+    if isinstance(obj, Enum):
+        return obj.value
+    if hasattr(obj, "model_dump"):
+        return jsonable(obj.model_dump())
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return jsonable(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "item"):  # numpy scalar
+        return obj.item()
+    return obj
+
+
+class Runtime:
+    """The worker's mutable state; one instance per process (``runtime`` below)."""
+
+    def __init__(self) -> None:
+        self.settings = settings
+        self.collectors: list[Any] = []  # extra scrape-time collectors (see add_collector)
+        self.reset()
+
+    def reset(self) -> None:
+        """Fresh state and a fresh metrics registry (start-up; agent tests)."""
+        self.metrics = RiskMetrics(snapshot=self.snapshot)
+        for collector in self.collectors:
+            self.metrics.registry.register(collector)
+        self.ref = Reference()
+        self.engines: dict[int, RiskEngine] = {}
+        self.assigned: set[int] | None = None  # account partitions; None = not known yet
+        self.generation = 0  # consumer-group generation the current assignment belongs to
+        self.rebalancing = False
+        self.recovered = False  # tables recovered at least once since start
+        self.owns_partials = False  # this worker owns the partials partition (the combiner)
+        self.venue: VenueSnapshot | None = None  # only the combining worker sets it
+        self.sink: Any = None  # streams.sinks.RedisSink, set by the worker command
+        self._rebuild_task: asyncio.Future[None] | None = None
+
+    def add_collector(self, collector: Any) -> None:
+        """Register an extra collector on the worker's registry (kept across :meth:`reset`)."""
+        self.collectors.append(collector)
+        self.metrics.registry.register(collector)
+
+    # -- readiness -------------------------------------------------------------------------------
+    def update_ready(self) -> None:
+        ready = (
+            self.recovered
+            and not self.rebalancing
+            and self.ref.ready.is_set()
+            and self.assigned is not None
+            and all(p in self.engines for p in self.assigned)
+        )
+        self.metrics.set_ready(ready)
+
+    # -- reference data (fan-out to every engine of this worker) -----------------------------
+    def apply_reference(self, event: Event) -> list[Any]:
+        """Apply a VALID instrument / price / fund event to the cache and every engine."""
+        transitions: list[Any] = []
+        if isinstance(event, PriceTick):
+            self.ref.marks[event.instrument] = event
+            if event.instrument in self.ref.instruments:
+                for engine in self.engines.values():
+                    transitions.extend(engine.apply_price(event) or ())
+        elif isinstance(event, Instrument):
+            self.ref.instruments[event.instrument] = event
+            mark = self.ref.marks.get(event.instrument)
+            for engine in self.engines.values():
+                transitions.extend(engine.upsert_instrument(event) or ())
+                if mark is not None:
+                    transitions.extend(engine.apply_price(mark) or ())
+        elif isinstance(event, FundUpdate):
+            self.ref.funds[event.fund] = event
+            for engine in self.engines.values():
+                engine.apply_fund(event)
+        return transitions
+
+    def reference_rejection(self, kind: EventKind, event: Event) -> Rejection | None:
+        """State-dependent validation of a reference event (after ``parse_event`` accepted it)."""
+        if isinstance(event, PriceTick) and event.instrument not in self.ref.instruments:
+            return Rejection(
+                RejectReason.UNKNOWN_INSTRUMENT,
+                f"price for unknown instrument {event.instrument!r}",
+            )
+        return None
+
+    # -- engines -----------------------------------------------------------------------------------
+    def new_engine(self) -> RiskEngine:
+        """An engine seeded with the reference data (instruments, marks, funds)."""
+        engine = RiskEngine(self.settings.engine)
+        for inst in self.ref.instruments.values():
+            engine.upsert_instrument(inst)
+        for name, tick in self.ref.marks.items():
+            if name in self.ref.instruments:
+                engine.apply_price(tick)
+        for fund in self.ref.funds.values():
+            engine.apply_fund(fund)
+        return engine
+
+    def build_engine(self, partition: int) -> RiskEngine:
+        """Rebuild partition ``partition``'s engine from the (recovered) tables."""
+        engine = self.new_engine()
+        n_bal = n_pos = 0
+        for _account, value in _table_items(balances_table):
+            if not value or value.get("partition") != partition:
+                continue
+            try:
+                engine.apply_balance(BalanceUpdate.model_validate(value["balance"]))
+                n_bal += 1
+            except (RejectedEvent, ValueError) as exc:
+                log.warning("rebuild: balance skipped: %s", exc)
+        for _account, value in _table_items(positions_table):
+            if not value or value.get("partition") != partition:
+                continue
+            rows = sorted(value["positions"].values(), key=lambda r: int(r["seq"]))
+            for row in rows:
+                try:
+                    engine.apply_position(PositionUpdate.model_validate(row))
+                    n_pos += 1
+                except (RejectedEvent, ValueError) as exc:
+                    log.warning("rebuild: position skipped: %s", exc)
+        log.info(
+            "engine rebuilt",
+            extra={"partition": partition, "balances": n_bal, "positions": n_pos},
+        )
+        return engine
+
+    async def engine_for(self, partition: int) -> RiskEngine:
+        """The engine of an assigned partition (built on first use if the rebuild has not run)."""
+        engine = self.engines.get(partition)
+        if engine is None:
+            await self.ref.ready.wait()
+            engine = self.engines.get(partition)  # another coroutine may have built it
+            if engine is None:
+                engine = self.engines[partition] = self.build_engine(partition)
+                self.update_ready()
+        return engine
+
+    async def rebuild_assigned(self) -> None:
+        """Build every assigned partition's engine (after recovery; waits for reference data)."""
+        await self.ref.ready.wait()
+        for p in sorted(self.assigned or ()):
+            if p not in self.engines:
+                self.engines[p] = self.build_engine(p)
+        self.update_ready()
+
+    def on_assignment(self, partitions: Iterable[int], generation: int) -> None:
+        """Tables are recovered for ``partitions``: drop lost engines, rebuild gained ones."""
+        assigned = set(partitions)
+        for p in list(self.engines):
+            if p not in assigned:
+                del self.engines[p]
+        self.assigned = assigned
+        self.generation = generation
+        self.rebalancing = False
+        self.recovered = True
+        self.update_ready()
+        self._rebuild_task = asyncio.ensure_future(self.rebuild_assigned())
+
+    def on_revoked(self) -> None:
+        """A rebalance started: stop publishing partials until the new assignment is recovered."""
+        self.rebalancing = True
+        self.update_ready()
+
+    # -- outputs -----------------------------------------------------------------------------------
+    async def dead_letter(
+        self,
+        kind: EventKind,
+        rejection: Rejection,
+        *,
+        topic: str,
+        partition: int | None,
+        offset: int | None,
+        key: bytes | None,
+        raw: bytes,
+    ) -> None:
+        env = deadletters.envelope(
+            rejection,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            raw=raw,
+            worker=self.settings.worker.id,
+        )
+        self.metrics.rejected(TOPIC_LABEL[kind], rejection.reason.value)
+        await dead_letters_topic.send(key=key, value=deadletters.encode(env))
+        log.info(
+            "dead letter",
+            extra={"topic": topic, "reason": rejection.reason.value, "detail": rejection.detail},
+        )
+
+    def accepted(self, kind: EventKind, ts_event: float | None) -> None:
+        self.metrics.event(TOPIC_LABEL[kind])
+        if ts_event is not None:
+            self.metrics.observe_lag(time.time() - ts_event)
+
+    async def emit(self, transitions: list[Any], partition: int | None = None) -> None:
+        """Publish risk-state transitions (Kafka ``risk-events``, key account; Redis stream)."""
+        if not transitions:
+            return
+        if self.sink is not None:
+            self.sink.add_transitions(transitions)
+        for t in transitions:
+            body = jsonable(t)
+            if isinstance(body, dict):
+                body.setdefault("worker", self.settings.worker.id)
+                if partition is not None:
+                    body.setdefault("partition", partition)
+            account = str(getattr(t, "account", "") or (body or {}).get("account", ""))
+            await risk_events_topic.send(
+                key=account.encode(), value=json.dumps(body, default=str).encode()
+            )
+
+    # -- metrics -----------------------------------------------------------------------------------
+    def snapshot(self) -> MetricsSnapshot:
+        """Scrape-time figures (called from the event loop: /metrics is served on it)."""
+        counts: dict[str, int] = {state.label: 0 for state in RiskState}
+        for engine in list(self.engines.values()):
+            for state, n in engine.state_counts().items():
+                label = state.label if isinstance(state, RiskState) else str(state)
+                counts[label] = counts.get(label, 0) + int(n)
+        marks = {
+            name: tick.ts_event
+            for name, tick in self.ref.marks.items()
+            if name in self.ref.instruments
+        }
+        return MetricsSnapshot(accounts_by_state=counts, mark_timestamps=marks, venue=self.venue)
+
+    def iter_engines(self) -> Iterator[RiskEngine]:
+        return iter(list(self.engines.values()))
+
+
+def _table_items(table: Any) -> list[tuple[Any, Any]]:
+    # Iterate the store directly: a snapshot list, no per-key "get" sensors.
+    return list(table.data.items())
+
+
+def parse(kind: EventKind, raw: Any, key: Any) -> Event | Rejection:
+    return parse_event(kind, _as_bytes(raw), None if key is None else _as_bytes(key))
+
+
+def _as_bytes(value: Any) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return json.dumps(value).encode("utf-8")
+
+
+runtime = Runtime()
+
+__all__ = ["TOPIC_LABEL", "Reference", "Runtime", "app", "parse", "runtime"]

@@ -1,0 +1,139 @@
+"""The Faust app (driver 1): topics and tables of the wire contract.
+
+Importing this module builds the app from :func:`streams.settings.get_settings` (``RISKMON_*``
+environment). Agents live in :mod:`streams.agents` (import it to register them); the worker
+command is :mod:`streams.worker`.
+
+Design (README "Running workers" states the guarantees):
+
+* Inputs are read as RAW bytes and validated by :func:`streams.engine.wire.parse_event`; anything
+  invalid is dead-lettered with the original bytes and never touches state.
+* ``positions`` and ``balances`` are keyed by account and co-partitioned (same partition count).
+  A consumer group spreads their partitions over the workers; the absolute, seq-stamped snapshots
+  live in two changelog-backed tables keyed by account, sharded like the topics, so a partition's
+  state moves with the partition and is recovered from its changelog.
+* Every worker needs ALL prices, instruments and fund balances. Those topics are consumed twice:
+  by the group (an agent per topic validates, dead-letters and counts each message exactly once
+  across workers) and by one group-less reader per worker (:mod:`streams.agents.reference`) that
+  assigns itself every partition and fans each valid event out to every engine of the worker.
+  See that module for why this is not a ``GlobalTable``.
+* One :class:`~streams.engine.engine.RiskEngine` per assigned account partition; each publishes its
+  per-fund partials to the 1-partition ``partials`` topic, and exactly one worker (the owner of
+  that partition) combines them into the venue-level figures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from streams.settings import Settings, get_settings
+
+settings: Settings = get_settings()
+
+
+def _credentials(s: Settings) -> Any:
+    kafka = s.kafka
+    if kafka.security_protocol == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        ssl_context = create_ssl_context()
+    if kafka.security_protocol == "SSL":
+        return faust.SSLCredentials(ssl_context)
+    return faust.SASLCredentials(
+        username=kafka.sasl_username,
+        password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+        mechanism=kafka.sasl_mechanism,
+        ssl_context=ssl_context,
+    )
+
+
+def create_app(s: Settings) -> faust.App:
+    """A Faust app configured ONLY from ``s`` (never from faust's generic env variables)."""
+    w = s.worker
+    return faust.App(
+        s.kafka.app_id,
+        # faust's own env names (BROKER_URL, WEB_PORT, ...) would otherwise override kwargs.
+        env_prefix="RISKMON_FAUST_",
+        broker=s.kafka.faust_broker_urls(),
+        broker_credentials=_credentials(s),
+        store=w.store,
+        datadir=w.data_dir,
+        web_host=w.web_host,
+        web_port=w.web_port,
+        web_in_thread=False,
+        autodiscover=False,
+        processing_guarantee="at_least_once",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=s.kafka.partitions,
+        topic_replication_factor=s.kafka.replication_factor,
+        table_standby_replicas=w.standby_replicas,
+        broker_session_timeout=w.broker_session_timeout_s,
+        broker_heartbeat_interval=w.broker_heartbeat_interval_s,
+        # Our workers start idle consumers quickly; commit often so a crash replays little.
+        broker_commit_interval=1.0,
+        # Missing topics are created with these partition counts (tests create their own).
+        topic_allow_declare=True,
+        topic_disable_leader=True,  # no faust leader topic: we do not use leader election
+    )
+
+
+app = create_app(settings)
+
+
+def _raw_topic(name: str, partitions: int | None = None, **kwargs: Any) -> faust.TopicT:
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+        **kwargs,
+    )
+
+
+# -- inputs --------------------------------------------------------------------------------------
+prices_topic = _raw_topic(settings.topics.prices)
+instruments_topic = _raw_topic(settings.topics.instruments, compacting=True)
+fund_topic = _raw_topic(settings.topics.insurance_fund)
+positions_topic = _raw_topic(settings.topics.positions, partitions=settings.kafka.partitions)
+balances_topic = _raw_topic(settings.topics.balances, partitions=settings.kafka.partitions)
+
+# -- outputs -------------------------------------------------------------------------------------
+risk_events_topic = _raw_topic(settings.topics.risk_events)
+dead_letters_topic = _raw_topic(settings.topics.dead_letters)
+# Exactly one partition: its single owner is the one combining worker.
+partials_topic = _raw_topic(settings.topics.partials, partitions=1)
+
+# -- tables --------------------------------------------------------------------------------------
+# account -> {"partition": p, "positions": {instrument: PositionUpdate as JSON dict}}
+positions_table = app.Table(
+    "positions",
+    default=None,
+    partitions=settings.kafka.partitions,
+    key_type=str,
+    help="Absolute position snapshots per account (seq-stamped, last write by seq wins).",
+)
+# account -> {"partition": p, "balance": BalanceUpdate as JSON dict}
+balances_table = app.Table(
+    "balances",
+    default=None,
+    partitions=settings.kafka.partitions,
+    key_type=str,
+    help="Absolute wallet balance per account (seq-stamped).",
+)
+# "<fund>|<source partition>" -> latest partial message (1 partition, like the partials topic):
+# the combining worker recovers the latest partial of every partition after a fail-over.
+partials_table = app.Table(
+    "partials",
+    default=None,
+    partitions=1,
+    key_type=str,
+    help="Latest per-partition fund partial, combined into venue-level figures.",
+)
