@@ -75,7 +75,7 @@ async def test_publish_writes_hash_sets_and_ttl(store: RedisWatchList) -> None:
     result = await store.publish([row("a1", 0.8), row("a2", 0.3, RiskState.HEALTHY)])
     assert result.written == 1
     assert await store.size() == 1
-    h = await store.client.hgetall(store.account_key("a1"))
+    h = await store.client.hgetall(store.account_key("a1"))  # type: ignore[misc]
     assert set(h) == set(HASH_FIELDS)
     assert h["state"] == "at_risk"
     assert h["worker"] == "w1"

@@ -148,7 +148,7 @@ def test_invalid_ratio_is_honoured_and_every_invalid_is_rejected(
     invalid = [m for m in msgs if not m.valid]
     assert len(invalid) / len(msgs) == pytest.approx(ratio, rel=0.15)
     assert all(m.kind is not EventKind.INSTRUMENT for m in invalid)  # compacted topic untouched
-    reasons = Counter()
+    reasons: Counter[str] = Counter()
     for m in invalid:
         rejected = parse_event(m.kind, m.value, m.key)
         assert isinstance(rejected, Rejection), (m, rejected)
