@@ -96,7 +96,8 @@ class ScenarioFigures:
     socialized_loss_usd: float  # max(0, bad debt − fund balance)
     haircut_ratio: float  # socialized loss ÷ profitable unrealized PnL (0 when nothing socialized)
     profitable_upnl_usd: float = 0.0  # unrealized profit of profitable traders (haircut base)
-    adl_queue_notional_usd: float = 0.0  # notional the ADL queue would close to absorb the loss
+    # notional the ADL queue would close to absorb the loss; None = not computed (not exported)
+    adl_queue_notional_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,17 +158,21 @@ def _num(value: Any, default: float = 0.0) -> float:
 
 
 def scenario_figures(
-    bad_debt: float, fund_balance: float, profitable_upnl: float, adl_queue_notional: float = 0.0
+    bad_debt: float,
+    fund_balance: float,
+    profitable_upnl: float,
+    adl_queue_notional: float | None = None,
 ) -> ScenarioFigures:
-    """Socialized loss and haircut from bad debt, fund and profitable uPnL (contract rules)."""
+    """Socialized loss and haircut from bad debt, fund and profitable uPnL (contract rules,
+    as the engine's ``fund_report``): loss = max(0, bad − fund); haircut = loss / profit capped
+    at 1 (1 when there is a loss and no profit to take it from)."""
     bad = max(0.0, bad_debt)
-    social = max(0.0, bad - max(0.0, fund_balance)) if fund_balance >= 0 else bad
-    haircut = (
-        social / profitable_upnl if profitable_upnl > 0 else (0.0 if social == 0 else math.inf)
-    )
-    return ScenarioFigures(
-        bad, social, haircut, max(0.0, profitable_upnl), max(0.0, adl_queue_notional)
-    )
+    social = max(0.0, bad - fund_balance)
+    if social <= 0:
+        haircut = 0.0
+    else:
+        haircut = 1.0 if profitable_upnl <= 0 else min(1.0, social / profitable_upnl)
+    return ScenarioFigures(bad, social, haircut, max(0.0, profitable_upnl), adl_queue_notional)
 
 
 def _shock_value(value: Any) -> float:
@@ -219,6 +224,84 @@ def fund_figures(
         _shock_value(shock_up),
         scenarios,
     )
+
+
+def fund_figures_from_report(
+    report: Any, selected_shocks: Iterable[float] = SELECTED_GRID_SHOCKS
+) -> FundFigures:
+    """:class:`FundFigures` from an engine ``FundReport`` (streams/engine/venue.py).
+
+    Scenarios exported: "current", every named scenario of the report, and the grid points in
+    ``selected_shocks`` (named by :func:`grid_scenario_name`) — never the whole grid. The ADL
+    queue notional is only known at current marks.
+    """
+    adl_report = _get(report, "adl")
+    scenarios: dict[str, ScenarioFigures] = {
+        "current": ScenarioFigures(
+            _num(_get(report, "bad_debt_usd")),
+            _num(_get(report, "socialized_loss_usd")),
+            _num(_get(report, "haircut_ratio")),
+            _num(_get(report, "profitable_upnl_usd")),
+            _num(_get(adl_report, "queue_notional_usd")) if adl_report is not None else None,
+        )
+    }
+
+    def figures(f: Any) -> ScenarioFigures:
+        return ScenarioFigures(
+            _num(_get(f, "bad_debt_usd")),
+            _num(_get(f, "socialized_loss_usd")),
+            _num(_get(f, "haircut_ratio")),
+            _num(_get(f, "profitable_upnl_usd")),
+        )
+
+    for name, f in sorted((_get(report, "scenarios", default={}) or {}).items()):
+        scenarios[str(name)] = figures(f)
+    shocks = list(_get(report, "grid_shocks", default=()) or ())
+    grid = list(_get(report, "grid", default=()) or ())
+    for shock in selected_shocks:
+        for i, s in enumerate(shocks):
+            if abs(float(s) - shock) < 1e-9 and i < len(grid):
+                scenarios[grid_scenario_name(shock)] = figures(grid[i])
+                break
+    return FundFigures(
+        fund=str(_get(report, "fund")),
+        balance_usd=_num(_get(report, "balance_usd")),
+        liquidatable_notional_usd=_num(_get(report, "liquidatable_notional_usd")),
+        exhaustion_shock_down=_shock_value(_get(report, "exhaustion_shock_down")),
+        exhaustion_shock_up=_shock_value(_get(report, "exhaustion_shock_up")),
+        scenarios=scenarios,
+    )
+
+
+def snapshot_from_engine(
+    engine: Any,
+    reports: Mapping[str, Any] | None = None,
+    *,
+    ts_event: float | None = None,
+    selected_shocks: Iterable[float] = SELECTED_GRID_SHOCKS,
+) -> MetricsSnapshot:
+    """A :class:`MetricsSnapshot` of a ``RiskEngine`` (call it on the engine's own thread).
+
+    ``reports`` are the venue-level ``FundReport``s (e.g. ``engine.venue()`` or the combining
+    agent's); ``None`` exports no venue gauges.
+    """
+    counts = {
+        (getattr(state, "label", None) or str(state).lower()): int(n)
+        for state, n in engine.state_counts().items()
+    }
+    marks: dict[str, float] = {}
+    for name in engine.instruments:
+        ts = engine.mark_ts(name)
+        if ts is not None:
+            marks[name] = float(ts)
+    venue = None
+    if reports is not None:
+        shocks = tuple(selected_shocks)
+        venue = VenueSnapshot(
+            tuple(fund_figures_from_report(reports[f], shocks) for f in sorted(reports)),
+            ts_event,
+        )
+    return MetricsSnapshot(accounts_by_state=counts, mark_timestamps=marks, venue=venue)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +403,8 @@ class SnapshotCollector(Collector):
                 social.add_metric([f.fund, name], s.socialized_loss_usd)
                 haircut.add_metric([f.fund, name], s.haircut_ratio)
                 profit.add_metric([f.fund, name], s.profitable_upnl_usd)
-                adl.add_metric([f.fund, name], s.adl_queue_notional_usd)
+                if s.adl_queue_notional_usd is not None:
+                    adl.add_metric([f.fund, name], s.adl_queue_notional_usd)
         yield from (balance, liq, shock, bad, social, haircut, profit, adl)
         if venue.ts_event is not None:
             yield GaugeMetricFamily(
