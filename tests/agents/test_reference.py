@@ -1,0 +1,120 @@
+"""prices / instruments / insurance-fund agents (group side) and the reference fan-out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streams.agents.fund import fund_agent
+from streams.agents.instruments import instruments_agent
+from streams.agents.prices import prices_agent
+from streams.agents.reference import ReferenceReader
+from streams.agents.runtime import runtime
+from streams.app import settings
+from streams.engine.wire import EXAMPLES, EventKind
+from tests.agents.conftest import Outbox, instrument
+
+
+def tick(price: object = 60_000.0, name: str = "BTCUSDT") -> bytes:
+    return b'{"instrument":"%s","mark_price":%s,"ts_event":1760000000.0}' % (
+        name.encode(),
+        str(price).encode(),
+    )
+
+
+@pytest.fixture
+def known(outbox: Outbox) -> Outbox:
+    runtime.apply_reference(instrument())
+    return outbox
+
+
+def counts(topic: str) -> tuple[float, float]:
+    acc = runtime.metrics.sample("riskmon_events_total", {"topic": topic}) or 0.0
+    rej = sum(
+        runtime.metrics.sample("riskmon_events_rejected_total", {"topic": topic, "reason": r})
+        or 0.0
+        for r in (
+            "malformed",
+            "schema",
+            "non_finite",
+            "non_positive_price",
+            "out_of_range",
+            "unknown_instrument",
+            "key_mismatch",
+        )
+    )
+    return acc, rej
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "reason"),
+    [
+        (b"garbage", b"BTCUSDT", "malformed"),
+        (tick("NaN"), b"BTCUSDT", "non_finite"),
+        (tick("Infinity"), b"BTCUSDT", "non_finite"),
+        (tick(-1.5), b"BTCUSDT", "non_positive_price"),
+        (tick(0), b"BTCUSDT", "non_positive_price"),
+        (tick(name="NOPE"), b"NOPE", "unknown_instrument"),
+        (tick(), b"ETHUSDT", "key_mismatch"),
+        (b'{"instrument":"BTCUSDT","mark_price":1.0}', b"BTCUSDT", "schema"),
+    ],
+)
+async def test_invalid_prices_are_dead_lettered(
+    known: Outbox, raw: bytes, key: bytes, reason: str
+) -> None:
+    async with prices_agent.test_context() as agent:
+        await agent.put(value=raw, key=key, partition=1)
+    (env,) = known.dlq()
+    assert (env["reason"], env["original_bytes"], env["key"]) == (reason, raw, key.decode())
+    assert env["topic"] == settings.topics.prices
+    assert counts("prices") == (0.0, 1.0)
+    # the group side never touches state
+    assert runtime.ref.marks == {}
+
+
+async def test_valid_prices_counted_once(known: Outbox) -> None:
+    async with prices_agent.test_context() as agent:
+        await agent.put(value=tick(), key=b"BTCUSDT")
+        await agent.put(value=EXAMPLES[EventKind.PRICE], key=b"BTCUSDT")
+    assert known.dlq() == []
+    assert counts("prices") == (2.0, 0.0)
+
+
+async def test_instrument_and_fund_agents(known: Outbox) -> None:
+    async with instruments_agent.test_context() as agent:
+        await agent.put(value=EXAMPLES[EventKind.INSTRUMENT], key=b"BTCUSDT")
+        bad = json.loads(EXAMPLES[EventKind.INSTRUMENT])
+        bad["tiers"][1]["floor_notional_usd"] = 0.0  # floors not increasing
+        await agent.put(value=json.dumps(bad).encode(), key=b"BTCUSDT")
+    async with fund_agent.test_context() as agent:
+        await agent.put(value=EXAMPLES[EventKind.FUND], key=b"main")
+        await agent.put(value=b'{"fund":"main","balance":NaN,"ts_event":1.0}', key=b"main")
+        await agent.put(value=EXAMPLES[EventKind.FUND], key=b"other")
+    reasons = [(e["topic"], e["reason"]) for e in known.dlq()]
+    assert reasons == [
+        (settings.topics.instruments, "out_of_range"),
+        (settings.topics.insurance_fund, "non_finite"),
+        (settings.topics.insurance_fund, "key_mismatch"),
+    ]
+    assert counts("instruments") == (1.0, 1.0)
+    assert counts("insurance_fund") == (1.0, 2.0)
+
+
+def test_reader_applies_valid_and_skips_invalid(outbox: Outbox) -> None:
+    """The group-less reader's per-record path (no broker: records fed directly)."""
+    reader = ReferenceReader(settings, runtime)
+    t = settings.topics
+    inst = EXAMPLES[EventKind.INSTRUMENT]
+    # a tick that arrives BEFORE its instrument is cached and applied when the instrument comes
+    assert reader._apply(t.prices, b"BTCUSDT", tick(64_000.0)) == []
+    assert reader._apply(t.instruments, b"BTCUSDT", inst) == []
+    assert reader._apply(t.insurance_fund, b"main", EXAMPLES[EventKind.FUND]) == []
+    assert reader._apply(t.prices, b"BTCUSDT", tick("NaN")) == []
+    assert reader._apply(t.prices, b"X", tick()) == []  # key mismatch
+    assert runtime.ref.marks["BTCUSDT"].mark_price == 64_000.0
+    assert runtime.ref.funds["main"].balance == 25_000_000.0
+    assert (reader.applied, reader.skipped) == (2, 3)
+    engine = runtime.new_engine()
+    assert engine.mark("BTCUSDT") == 64_000.0
+    assert engine.fund_balances == {"main": 25_000_000.0}
