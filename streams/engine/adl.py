@@ -133,7 +133,7 @@ def socialize_pro_rata(loss: float, weights: ArrayLike) -> FloatArray:
     total = float(w.sum())
     if loss <= 0 or total <= 0:
         return np.zeros_like(w)
-    return loss * w / total
+    return (w / total) * loss
 
 
 def cover_from_pools(loss: float, *pools: float) -> tuple[list[float], float]:
