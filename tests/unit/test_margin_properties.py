@@ -362,8 +362,8 @@ def test_shock_distance_matches_a_dense_scan(acct: Account) -> None:
     ):
         grid = np.linspace(0.0, top, 5001)
         surplus, equity = acct.surplus_and_equity(direction * grid)
-        check_against_scan(liq, grid, (surplus <= 0).any(axis=0))
-        check_against_scan(bankrupt, grid, (equity <= 0).any(axis=0))
+        check_against_scan(liq, grid, np.asarray((surplus <= 0).any(axis=0)))
+        check_against_scan(bankrupt, grid, np.asarray((equity <= 0).any(axis=0)))
         # exact: at s*, some pool has MM == equity (resp. equity == 0)
         scale = float(margin.notional_usd(acct.kinds, acct.size, 1.0, acct.mark).sum()) * (1 + top)
         for exact, which in ((liq, 0), (bankrupt, 1)):
