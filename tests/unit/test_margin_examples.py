@@ -6,6 +6,8 @@ number (kept in the comment next to it). Nothing here hard-codes a result the li
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -237,3 +239,16 @@ def test_lights_are_20_percent_quantiles() -> None:
     # ten candidates with distinct scores → two per light, highest score → light 5
     lights = adl.adl_lights(np.arange(10.0))
     assert lights.tolist() == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+
+
+# -- docs ------------------------------------------------------------------------------------------
+
+
+def test_the_margin_math_doc_snippet_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "margin-math.md").read_text(encoding="utf-8")
+    snippet = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(compile(snippet, "docs/margin-math.md", "exec"), namespace)
+    np.testing.assert_allclose(np.asarray(namespace["pnl"]), [6_000.0, 1_500.0])
+    np.testing.assert_allclose(np.asarray(namespace["notional"]), [126_000.0, 94_500.0])
+    assert capsys.readouterr().out
