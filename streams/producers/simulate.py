@@ -436,7 +436,12 @@ class PublishStats:
 
 
 async def ensure_topics(
-    bootstrap: str, topics: Mapping[str, str], partitions: int, **client_kwargs: Any
+    bootstrap: str,
+    topics: Mapping[str, str],
+    partitions: int,
+    *,
+    timeout_s: float = 30.0,
+    **client_kwargs: Any,
 ) -> None:
     """Create missing input topics (instruments compacted) like the worker would declare them."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -455,6 +460,23 @@ async def ensure_topics(
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
+        # Wait until every partition has a leader (else the first sends are retried).
+        deadline = time.monotonic() + timeout_s
+        names = list(topics.values())
+        while True:
+            metas = await admin.describe_topics(names)
+            if all(
+                m.get("error_code") == 0
+                and m.get("partitions")
+                and all(p.get("leader", -1) >= 0 for p in m["partitions"])
+                for m in metas
+            ):
+                if new:  # leaders elected; give the broker a moment to serve them
+                    await asyncio.sleep(1.0)
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics {names} have no leaders after {timeout_s:.0f}s")
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
 
