@@ -150,6 +150,9 @@ class WorkerSettings(_Group):
     # topic ("earliest": exact, replays history) or at its end ("latest": fast start, figures are
     # complete once every instrument has ticked and every fund has reported again).
     reference_start: Literal["earliest", "latest"] = "earliest"
+    # Create missing topics at start (inputs and outputs with RISKMON_KAFKA__PARTITIONS partitions,
+    # instruments compacted, partials with 1 partition). Existing topics are never changed.
+    create_topics: bool = True
     # How long a rebalance may wait for in-flight events (faust ``stream_wait_empty``).
     broker_session_timeout_s: float = Field(default=30.0, gt=0)
     broker_heartbeat_interval_s: float = Field(default=3.0, gt=0)

@@ -22,6 +22,7 @@ Logs are structured (``RISKMON_WORKER__LOG_FORMAT=json`` default, or ``kv``) on 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 from typing import Any
@@ -87,6 +88,46 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
     }
 
 
+async def ensure_topics(settings: Any) -> list[str]:
+    """Create the missing riskmon topics (never alters existing ones); returns those created.
+
+    Faust only declares its internal topics (changelogs); a consumer subscribed to a source topic
+    that does not exist yet is assigned nothing until its next metadata refresh, so the worker
+    creates them up front: inputs and outputs with ``RISKMON_KAFKA__PARTITIONS`` partitions (the
+    account topics MUST share that count: co-partitioning), ``instruments`` compacted, ``partials``
+    with exactly one partition (its single owner is the combining worker).
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    t, k = settings.topics, settings.kafka
+    wanted: dict[str, tuple[int, dict[str, str]]] = {
+        t.prices: (k.partitions, {}),
+        t.positions: (k.partitions, {}),
+        t.balances: (k.partitions, {}),
+        t.insurance_fund: (k.partitions, {}),
+        t.instruments: (k.partitions, {"cleanup.policy": "compact"}),
+        t.risk_events: (k.partitions, {}),
+        t.dead_letters: (k.partitions, {}),
+        t.partials: (1, {}),
+    }
+    admin = AIOKafkaAdminClient(**k.client_kwargs())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(name, partitions, k.replication_factor, topic_configs=config)
+            for name, (partitions, config) in wanted.items()
+            if name not in existing
+        ]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
+                await admin.create_topics(new)
+        return [n.name for n in new]
+    finally:
+        await admin.close()
+
+
 def _sidecar(settings: Any, runtime: Any) -> Any:
     """A mode.Service running /metrics, the reference reader and the Redis sink on the loop."""
     import mode
@@ -105,6 +146,11 @@ def _sidecar(settings: Any, runtime: Any) -> Any:
             self.port: int | None = None
 
         async def on_start(self) -> None:
+            # Services start before the app: topics exist before faust subscribes to them.
+            if settings.worker.create_topics:
+                created = await ensure_topics(settings)
+                if created:
+                    log.info("created topics", extra={"topics": created})
             web_app = web.Application()
             web_app.router.add_get("/metrics", make_aiohttp_handler(runtime.metrics.registry))
             web_app.router.add_get("/healthz", self._healthz)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from streams.agents.runtime import parse, runtime
-from streams.engine.rejections import Rejection
+from streams.engine.rejections import RejectedEvent, Rejection, RejectReason
 from streams.engine.wire import Event, EventKind
+
+T = TypeVar("T")
 
 
 async def validate(kind: EventKind, event: Any) -> Event | None:
@@ -35,6 +38,18 @@ async def reject(kind: EventKind, event: Any, rejection: Rejection) -> None:
     )
 
 
+async def apply_with_sync(apply: Callable[[], T]) -> T:
+    """Run an engine update; on ``unknown_instrument`` let the reader catch up and retry once."""
+    try:
+        return apply()
+    except RejectedEvent as exc:
+        if exc.reason is not RejectReason.UNKNOWN_INSTRUMENT:
+            raise
+        if not await runtime.ref.sync_instruments():
+            raise
+    return apply()
+
+
 async def reference_input(kind: EventKind, event: Any) -> None:
     """Group-side handling of a reference topic (prices, instruments, insurance fund).
 
@@ -48,6 +63,8 @@ async def reference_input(kind: EventKind, event: Any) -> None:
     if parsed is None:
         return
     rejection = runtime.reference_rejection(kind, parsed)
+    if rejection is not None and await runtime.ref.sync_instruments():
+        rejection = runtime.reference_rejection(kind, parsed)
     if rejection is not None:
         raw = event.value if isinstance(event.value, bytes) else b""
         await reject(kind, event, Rejection(rejection.reason, rejection.detail, raw))

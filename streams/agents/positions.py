@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import faust
 
-from streams.agents._inputs import reject, validate
+from streams.agents._inputs import apply_with_sync, reject, validate
 from streams.agents.runtime import runtime
 from streams.app import app, positions_table, positions_topic
 from streams.engine.models import PositionUpdate
@@ -34,7 +34,7 @@ async def handle(event: faust.EventT) -> None:
     partition = event.message.partition
     engine = await runtime.engine_for(partition)
     try:
-        transitions = engine.apply_position(update)
+        transitions = await apply_with_sync(lambda: engine.apply_position(update))
     except RejectedEvent as exc:
         await reject(EventKind.POSITION, event, exc.rejection)
         return

@@ -13,7 +13,7 @@ Why not a ``GlobalTable`` (the other option the faust docs offer for data every 
 * It would add a changelog copy of the price stream to Kafka for no gain: the source topics
   already are the log (instruments is compacted; prices are keyed by instrument).
 
-So each worker runs one ``AIOKafkaConsumer`` with NO group id: it assigns itself every partition of
+So each worker runs one ``AIOKafkaConsumer`` with NO group id: it is assigned every partition of
 the three topics, starts at the beginning (``RISKMON_WORKER__REFERENCE_START=earliest``, exact) or
 at the end (``latest``), applies every valid event to the worker's reference cache and engines,
 and sets ``runtime.ref.ready`` once it has read up to the end offsets it saw at start. The account
@@ -57,6 +57,25 @@ class ReferenceReader:
         self._task: asyncio.Task[None] | None = None
         self.applied = 0
         self.skipped = 0
+        self.offsets: dict[TopicPartition, int] = {}  # next offset to apply, per partition
+        runtime.ref.sync_hook = self.sync
+
+    async def sync(self, timeout: float = 5.0) -> bool:
+        """Wait until every instrument published so far has been applied (bounded wait)."""
+        consumer = self.consumer
+        if consumer is None:
+            return False
+        topic = self.settings.topics.instruments
+        tps = [tp for tp in consumer.assignment() if tp.topic == topic]
+        if not tps:
+            return False
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        while any(self.offsets.get(tp, 0) < end for tp, end in ends.items()):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     def start(self) -> None:
         if self._task is None:
@@ -79,63 +98,61 @@ class ReferenceReader:
                 log.exception("reference reader failed; restarting in 1 s")
                 await asyncio.sleep(1.0)
 
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        """All partitions of the three topics (waits until they exist: faust declares them)."""
-        deadline = time.monotonic() + 5.0
+    async def _wait_assignment(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        """All partitions of the three topics (aiokafka assigns them: no group, subscribed)."""
+        deadline = time.monotonic() + 10.0
         while True:
-            await consumer.topics()  # refreshes cluster metadata
-            tps: list[TopicPartition] = []
-            missing = []
-            for topic in self.kinds:
-                parts = consumer.partitions_for_topic(topic)
-                if parts:
-                    tps.extend(TopicPartition(topic, p) for p in sorted(parts))
-                else:
-                    missing.append(topic)
+            tps = sorted(consumer.assignment())
+            missing = set(self.kinds) - {tp.topic for tp in tps}
             if not missing:
                 return tps
             if time.monotonic() > deadline:
-                log.info("reference reader waiting for topics", extra={"missing": missing})
+                log.info("reference reader waiting for topics", extra={"missing": sorted(missing)})
                 deadline = time.monotonic() + 30.0
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.1)
 
     async def run(self) -> None:
         kafka = self.settings.kafka
+        start = self.settings.worker.reference_start
+        # group_id=None + subscribe(): aiokafka assigns this consumer EVERY partition of the
+        # topics (and picks up new partitions on metadata changes); nothing is committed.
         consumer = AIOKafkaConsumer(
+            *self.kinds,
             group_id=None,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=start,
             client_id=f"{kafka.app_id}-{self.settings.worker.id}-reference",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            metadata_max_age_ms=30_000,
             **kafka.client_kwargs(),
         )
         await consumer.start()
         self.consumer = consumer
         try:
-            tps = await self._partitions(consumer)
-            consumer.assign(tps)
-            if self.settings.worker.reference_start == "latest":
-                await consumer.seek_to_end(*tps)
-            else:
-                await consumer.seek_to_beginning(*tps)
+            tps = await self._wait_assignment(consumer)
             ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-            pending = {tp: end for tp, end in ends.items() if end > 0}
-            if self.settings.worker.reference_start == "latest":
-                pending = {}
-            self._maybe_ready(consumer, pending)
+            pending = {} if start == "latest" else {tp: e for tp, e in ends.items() if e > 0}
+            self._maybe_ready(pending)
+            kinds = list(self.kinds)
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
                 # Instruments before funds before prices within one fetch: a tick for a new
                 # instrument fetched together with it is then applied (the cache covers the rest).
-                order = sorted(batches, key=lambda tp: list(self.kinds).index(tp.topic))
-                for tp in order:
+                for tp in sorted(batches, key=lambda tp: kinds.index(tp.topic)):
                     transitions: list[Any] = []
                     for record in batches[tp]:
                         transitions.extend(self._apply(tp.topic, record.key, record.value))
                     if transitions:
                         await self.runtime.emit(transitions)
+                for tp in tps:
+                    if tp.topic == self.settings.topics.instruments:
+                        # position, not last offset + 1: compaction leaves gaps in offsets
+                        self.offsets[tp] = await consumer.position(tp)
                 if pending:
-                    await self._check_pending(consumer, pending)
+                    for tp in list(pending):
+                        if await consumer.position(tp) >= pending[tp]:
+                            del pending[tp]
+                    self._maybe_ready(pending)
         finally:
             self.consumer = None
             with contextlib.suppress(Exception):
@@ -153,15 +170,7 @@ class ReferenceReader:
         self.applied += 1
         return self.runtime.apply_reference(parsed)
 
-    async def _check_pending(
-        self, consumer: AIOKafkaConsumer, pending: dict[TopicPartition, int]
-    ) -> None:
-        for tp in list(pending):
-            if await consumer.position(tp) >= pending[tp]:
-                del pending[tp]
-        self._maybe_ready(consumer, pending)
-
-    def _maybe_ready(self, consumer: AIOKafkaConsumer, pending: dict[TopicPartition, int]) -> None:
+    def _maybe_ready(self, pending: dict[TopicPartition, int]) -> None:
         if not pending and not self.runtime.ref.ready.is_set():
             self.runtime.ref.ready.set()
             self.runtime.update_ready()

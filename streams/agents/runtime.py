@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, is_dataclass
 from enum import Enum
 from typing import Any
@@ -64,6 +64,15 @@ class Reference:
         self.marks: dict[str, PriceTick] = {}  # valid ticks, also for not-yet-known instruments
         self.funds: dict[str, FundUpdate] = {}
         self.ready = asyncio.Event()  # set once the reader caught up with the topics' ends
+        # Set by the reader: wait until it has applied every instrument published so far.
+        self.sync_hook: Callable[[], Awaitable[bool]] | None = None
+
+    async def sync_instruments(self) -> bool:
+        """Before rejecting ``unknown_instrument``: let the reader catch up with the instruments
+        topic (the group agents and the reader consume independently). True if it did."""
+        if self.sync_hook is None:
+            return False
+        return await self.sync_hook()
 
     def fund_names(self) -> set[str]:
         return set(self.funds) | {inst.fund for inst in self.instruments.values()}
