@@ -35,11 +35,13 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 
+import numpy as np
 import redis.asyncio as aioredis
 
 from streams.engine.models import RiskState
@@ -62,6 +64,7 @@ HASH_FIELDS = (
     "worker",
 )
 _FLOAT_FIELDS = frozenset(HASH_FIELDS) - {"state", "worker"}
+UNDERWATER_SCORE = 1e12  # utilization-set score floor of accounts with equity ≤ 0
 
 
 def default_worker_id() -> str:
@@ -93,6 +96,17 @@ def _num(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _distance(risk: Any, what: str) -> float:
+    """Smallest uniform move (fraction) to liquidation / bankruptcy, down or up."""
+    direct = _first(risk, f"distance_to_{what}_ratio", f"distance_to_{what}")
+    if direct is not None:
+        return float(direct)
+    down = _first(risk, f"{what}_distance_down")
+    up = _first(risk, f"{what}_distance_up")
+    moves = [float(v) for v in (down, up) if v is not None]
+    return min(moves) if moves else float("nan")
+
+
 @dataclass(frozen=True, slots=True)
 class WatchRow:
     """One account as the watch list shows it (USD, ratios as fractions, Unix seconds)."""
@@ -108,24 +122,24 @@ class WatchRow:
     ts_event: float = 0.0
 
     @classmethod
-    def from_risk(cls, risk: Any) -> WatchRow:
-        """Build from the engine's ``AccountRisk`` (or any object / mapping with those figures)."""
+    def from_risk(cls, risk: Any, ts_event: float | None = None) -> WatchRow:
+        """Build from the engine's ``AccountRisk`` (or any object / mapping with those figures).
+
+        The distances are the smaller of the down and up moves (``liquidation_distance_down`` /
+        ``_up``); ``ts_event`` defaults to the figures' own timestamp, else the current time.
+        """
         return cls(
             account=str(_first(risk, "account", "account_id")),
             equity_usd=_num(_first(risk, "equity_usd", "equity")),
-            mm_usd=_num(_first(risk, "mm_usd", "maintenance_margin_usd", "mm")),
-            utilization_ratio=_num(_first(risk, "utilization_ratio", "utilization")),
+            mm_usd=_num(_first(risk, "maintenance_margin_usd", "mm_usd", "mm")),
+            utilization_ratio=_num(_first(risk, "utilization", "utilization_ratio")),
             state=_state(_first(risk, "state")),
-            distance_to_liquidation_ratio=_num(
-                _first(risk, "distance_to_liquidation_ratio", "distance_to_liquidation")
+            distance_to_liquidation_ratio=_distance(risk, "liquidation"),
+            distance_to_bankruptcy_ratio=_distance(risk, "bankruptcy"),
+            liquidation_probability=_num(_first(risk, "liquidation_probability")),
+            ts_event=_num(
+                _first(risk, "ts_event", default=time.time() if ts_event is None else ts_event)
             ),
-            distance_to_bankruptcy_ratio=_num(
-                _first(risk, "distance_to_bankruptcy_ratio", "distance_to_bankruptcy")
-            ),
-            liquidation_probability=_num(
-                _first(risk, "liquidation_probability", "liquidation_prob")
-            ),
-            ts_event=_num(_first(risk, "ts_event", "ts", default=0.0)),
         )
 
     @property
@@ -133,11 +147,13 @@ class WatchRow:
         return self.state >= RiskState.WATCH
 
     def utilization_score(self) -> float:
-        """Sort key for the utilization set; negative or zero equity sorts as +inf (worst)."""
+        """Sort key of the utilization set. Zero or negative equity (utilization +inf) ranks above
+        every finite utilization, the largest deficit first: ``1e12 + ln(1 + deficit)``."""
         u = self.utilization_ratio
-        if self.equity_usd <= 0 or math.isnan(u) or u < 0:
-            return math.inf
-        return u
+        if self.equity_usd <= 0 or math.isnan(u) or u < 0 or math.isinf(u):
+            deficit = -self.equity_usd if math.isfinite(self.equity_usd) else 0.0
+            return UNDERWATER_SCORE + math.log1p(max(0.0, deficit))
+        return min(u, UNDERWATER_SCORE)
 
     def distance_score(self) -> float:
         """Sort key for the distance set (ascending = closest to liquidation first)."""
@@ -157,10 +173,138 @@ class WatchRow:
         return out
 
 
-def rows_from_engine(engine: Any, n: int) -> list[WatchRow]:
-    """The engine's current watch list: ``engine.top_at_risk(n)`` as rows in state ≥ watch."""
-    rows = (WatchRow.from_risk(r) for r in engine.top_at_risk(n))
-    return [r for r in rows if r.watched]
+def _rows_full(engine: Any, n: int, ts: float) -> list[WatchRow]:
+    """Public-API path: materialize ``top_at_risk`` for as many accounts as are watched."""
+    counts = engine.state_counts()
+    watched = sum(int(c) for s, c in counts.items() if _state(s) >= RiskState.WATCH)
+    if watched == 0 or n <= 0:
+        return []
+    # States follow utilization up to hysteresis: take a little more and filter by state.
+    risks = engine.top_at_risk(min(n, watched + max(16, watched // 10)))
+    rows = [WatchRow.from_risk(r, ts) for r in risks]
+    return [r for r in rows if r.watched][:n]
+
+
+class EngineWatchRows:
+    """An engine's watch rows, recomputed incrementally within a time budget per call.
+
+    ``engine.account()`` (distances to liquidation/bankruptcy, liquidation probability) costs
+    about a millisecond per account, and a crash can put thousands of accounts in state ≥ watch:
+    recomputing them all every flush would stall the event loop. So each call
+
+    * reads state, utilization, equity and MM of every account from the engine's book columns
+      (vectorized, cheap) and keeps at most ``n`` watched accounts, worst utilization first;
+    * recomputes the full figures of new accounts, accounts whose state changed, then those whose
+      utilization moved by more than ``tolerance`` (relative) — worst first — until ``budget_s``
+      is spent (at least ``min_refresh`` of them); the others keep their last distances and
+      catch up on the next calls. A new account not refreshed yet has NaN distances.
+
+    Engines without the book columns get the plain ``top_at_risk`` path.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        n: int,
+        *,
+        budget_s: float = 0.05,
+        min_refresh: int = 16,
+        tolerance: float = 0.01,
+    ) -> None:
+        self.engine = engine
+        self.n = n
+        self.budget_s = budget_s
+        self.min_refresh = min_refresh
+        self.tolerance = tolerance
+        self._rows: dict[str, WatchRow] = {}
+        self._basis: dict[str, tuple[RiskState, float]] = {}  # (state, util) at last refresh
+
+    def _moved(self, basis: tuple[RiskState, float], state: RiskState, util: float) -> bool:
+        if basis[0] != state:
+            return True
+        a, b = basis[1], util
+        if a == b:
+            return False
+        if not (math.isfinite(a) and math.isfinite(b)):
+            return True
+        return abs(a - b) > self.tolerance * max(abs(a), abs(b), 1e-9)
+
+    def __call__(self, ts_event: float | None = None) -> list[WatchRow]:
+        ts = time.time() if ts_event is None else ts_event
+        book = getattr(self.engine, "book", None)
+        needed = ("state", "n_accounts", "account_names", "utilization", "equity", "mm")
+        if book is None or not all(hasattr(book, a) for a in needed):
+            return _rows_full(self.engine, self.n, ts)
+        count = int(book.n_accounts)
+        states = np.asarray(book.state[:count])
+        idx = np.flatnonzero(states >= int(RiskState.WATCH))
+        if idx.size == 0 or self.n <= 0:
+            self._rows.clear()
+            self._basis.clear()
+            return []
+        util = np.asarray(book.utilization())
+        if idx.size > self.n:
+            idx = idx[np.argpartition(-util[idx], self.n - 1)[: self.n]]
+        idx = idx[np.argsort(-util[idx], kind="stable")]
+        equity = np.asarray(book.equity())
+        mm = np.asarray(book.mm[:count])
+        names = book.account_names
+        rows: dict[str, WatchRow] = {}
+        stale: list[tuple[int, float, int]] = []  # (priority, -util, account index)
+        for a in idx.tolist():
+            name = names[a]
+            state = RiskState(int(states[a]))
+            u = float(util[a])
+            old = self._rows.get(name)
+            basis = self._basis.get(name)
+            if old is None or basis is None:
+                old = WatchRow(name, float(equity[a]), float(mm[a]), u, state, math.nan, math.nan)
+                stale.append((0, -u, a))
+            elif self._moved(basis, state, u):
+                stale.append((1 if basis[0] == state else 0, -u, a))
+            rows[name] = dataclasses.replace(
+                old,
+                equity_usd=float(equity[a]),
+                mm_usd=float(mm[a]),
+                utilization_ratio=u,
+                state=state,
+                ts_event=ts,
+            )
+        stale.sort()
+        deadline = time.perf_counter() + self.budget_s
+        for k, (_, _, a) in enumerate(stale):
+            if k >= self.min_refresh and time.perf_counter() > deadline:
+                break
+            risk = self.engine.account(names[a])
+            if risk is None:
+                continue
+            row = WatchRow.from_risk(risk, ts)
+            if row.watched:
+                rows[row.account] = row
+            self._basis[row.account] = (row.state, row.utilization_ratio)
+        self._rows = rows
+        for gone in self._basis.keys() - rows.keys():
+            del self._basis[gone]
+        return list(rows.values())
+
+
+_ENGINE_ROWS: weakref.WeakKeyDictionary[Any, EngineWatchRows] = weakref.WeakKeyDictionary()
+
+
+def rows_from_engine(engine: Any, n: int, ts_event: float | None = None) -> list[WatchRow]:
+    """The engine's current watch list: at most ``n`` accounts in state ≥ watch, worst first.
+
+    Incremental and time-budgeted per call (one :class:`EngineWatchRows` per engine, kept here),
+    so it is safe to call every flush on the event loop.
+    """
+    try:
+        rows = _ENGINE_ROWS.get(engine)
+    except TypeError:  # not weak-referenceable: no cache
+        return EngineWatchRows(engine, n)(ts_event)
+    if rows is None:
+        rows = _ENGINE_ROWS[engine] = EngineWatchRows(engine, n)
+    rows.n = n
+    return rows(ts_event)
 
 
 def _text(value: Any) -> str:

@@ -5,14 +5,22 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis.asyncio as aioredis
 
-from streams.adapters.redis_store import HASH_FIELDS, RedisWatchList, WatchListSink, WatchRow
-from streams.engine.models import RiskState
+from streams.adapters.redis_store import (
+    HASH_FIELDS,
+    RedisWatchList,
+    WatchListSink,
+    WatchRow,
+    rows_from_engine,
+)
+from streams.engine.engine import RiskEngine
+from streams.engine.models import PriceTick, RiskState
+from streams.engine.states import StateTransition
+from streams.sim.venue import VenueConfig, generate_venue
 
 pytestmark = pytest.mark.integration
 
@@ -20,15 +28,10 @@ pytestmark = pytest.mark.integration
 FLUSH_TEST_DB = 13
 
 
-@dataclass(frozen=True)
-class Transition:
-    """Shape of the engine's StateTransition (the store only needs account + new state)."""
-
-    account: str
-    old_state: RiskState
-    new_state: RiskState
-    ts_event: float
-    utilization_ratio: float
+def Transition(
+    account: str, previous: RiskState, current: RiskState, ts_event: float, utilization: float
+) -> StateTransition:
+    return StateTransition(account, previous, current, ts_event, utilization)
 
 
 def row(account: str, util: float, state: RiskState = RiskState.AT_RISK, **kw: float) -> WatchRow:
@@ -118,9 +121,17 @@ async def test_top_ordering_by_utilization_and_distance(store: RedisWatchList) -
         await store.top(5, by="bogus")  # type: ignore[arg-type]
 
 
-async def test_underwater_scores_as_infinite_utilization(store: RedisWatchList) -> None:
-    await store.publish([row("u", -3.0, RiskState.UNDERWATER, equity_usd=-10.0)])
-    assert await store.client.zscore(store.key_utilization, "u") == math.inf
+async def test_underwater_ranks_first_by_deficit(store: RedisWatchList) -> None:
+    await store.publish(
+        [
+            row("u1", math.inf, RiskState.UNDERWATER, equity_usd=-10.0),
+            row("u2", math.inf, RiskState.UNDERWATER, equity_usd=-5_000.0),
+            row("big", 1e6, RiskState.LIQUIDATABLE, equity_usd=0.01),
+        ]
+    )
+    top = await store.top()
+    assert [r["account"] for r in top] == ["u2", "u1", "big"]
+    assert top[0]["utilization_ratio"] == math.inf
 
 
 async def test_recovery_to_healthy_removes_account(store: RedisWatchList) -> None:
@@ -171,9 +182,9 @@ async def test_transitions_stream_is_trimmed(client: aioredis.Redis) -> None:
         newest = await store.recent_transitions(3)
         assert len(newest) == 3
         assert newest[0]["account"] == "a9-99"
-        assert newest[0]["old_state"] == "healthy" and newest[0]["new_state"] == "watch"
+        assert newest[0]["previous"] == "healthy" and newest[0]["current"] == "watch"
         assert newest[0]["worker"] == "w"
-        assert float(newest[0]["utilization_ratio"]) == pytest.approx(0.6)
+        assert float(newest[0]["utilization"]) == pytest.approx(0.6)
     finally:
         keys = [k async for k in client.scan_iter(match=f"{store.prefix}:*")]
         await client.delete(*keys)
@@ -271,3 +282,44 @@ async def test_riskmon_top_prints_plain_table(redis_url: str, store: RedisWatchL
     assert lines[1].split()[:3] == ["#", "account", "state"]
     assert lines[2].split()[:4] == ["1", "acct-2", "liquidatable", "1.300"]
     assert lines[3].split()[:4] == ["2", "acct-1", "at_risk", "0.800"]
+
+
+async def test_engine_crash_published_and_recovered(store: RedisWatchList) -> None:
+    """A real RiskEngine through a crash and back: the watch list follows its states."""
+    venue = generate_venue(seed=3, config=VenueConfig(n_accounts=400))
+    engine = RiskEngine()
+    for event in venue.events(1.0):
+        engine.apply(event)
+    sink = WatchListSink(store, lambda: rows_from_engine(engine, 1_000), full_resync_s=3600)
+    assert (await sink.flush()).written == 0  # a calm book: nothing to watch
+
+    for inst, mark in venue.marks.items():
+        sink.add_transitions(
+            engine.apply_price(PriceTick(instrument=inst, mark_price=mark * 0.85, ts_event=2.0))
+        )
+    # distances are computed within a time budget per flush; a few flushes converge
+    for _ in range(50):
+        await sink.flush()
+        rows = await store.top(1_000)
+        if all(math.isfinite(r["distance_to_liquidation_ratio"]) for r in rows):
+            break
+    watched = {a.account for a in engine.top_at_risk(1_000) if a.state >= RiskState.WATCH}
+    assert watched and {r["account"] for r in rows} == watched
+    utils = [r["utilization_ratio"] for r in rows]
+    assert utils == sorted(utils, reverse=True)
+    # equity ≤ 0 (utilization inf) ranks first, the largest deficit first
+    under = [r["equity_usd"] for r in rows if math.isinf(r["utilization_ratio"])]
+    assert under and under == sorted(under)
+    assert rows[0]["state"] == "underwater"
+    assert await store.client.xlen(store.key_transitions) >= len(watched)
+
+    for inst, mark in venue.marks.items():
+        sink.add_transitions(
+            engine.apply_price(PriceTick(instrument=inst, mark_price=mark, ts_event=3.0))
+        )
+    await sink.flush()
+    still = {a.account for a in engine.top_at_risk(1_000) if a.state >= RiskState.WATCH}
+    assert {r["account"] for r in await store.top(1_000)} == still
+    assert len(still) < len(watched)
+    recovered = [t for t in await store.recent_transitions(10_000) if t["current"] == "healthy"]
+    assert recovered
