@@ -166,3 +166,69 @@ def test_templates_render() -> None:
             ]
         )
         assert proc.returncode == 0, f"{name}: {proc.stdout}{proc.stderr}"
+
+
+# ---------------------------------------------------------------------------------------------
+# alerts/local.py: the loopback variants the end-to-end paging test uses
+# ---------------------------------------------------------------------------------------------
+
+
+def _local() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("riskmon_alerts_local", ROOT / "alerts/local.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_local_alertmanager_config_is_valid_and_routes_the_same(tmp_path: Path) -> None:
+    local = _local()
+    cfg = local.alertmanager_config(
+        "http://127.0.0.1:18080",
+        tmp_path / "pd-key",
+        pagerduty_url="http://127.0.0.1:18080/pagerduty",
+    )
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    amtool = _tool("amtool")
+    proc = _run([amtool, "check-config", str(path)])
+    assert proc.returncode == 0 and "0 templates" not in proc.stdout, proc.stdout + proc.stderr
+    for labels, expected in _route_cases():
+        proc = _run(
+            [
+                amtool,
+                "config",
+                "routes",
+                "test",
+                f"--config.file={path}",
+                f"--verify.receivers={expected}",
+                *(f"{k}={v}" for k, v in labels.items()),
+            ]
+        )
+        assert proc.returncode == 0, (labels, proc.stdout)
+    shipped = _config()
+    assert cfg["inhibit_rules"] == shipped["inhibit_rules"]
+    assert cfg["route"]["group_by"] == shipped["route"]["group_by"]
+    hooks = [w["url"] for r in cfg["receivers"] for w in r.get("webhook_configs", [])]
+    assert sorted(hooks) == ["http://127.0.0.1:18080/chat", "http://127.0.0.1:18080/oncall"]
+    (pd,) = [p for r in cfg["receivers"] for p in r.get("pagerduty_configs", [])]
+    assert pd["url"] == "http://127.0.0.1:18080/pagerduty"
+    assert Path(pd["routing_key_file"]).read_text().strip()
+
+
+def test_local_rules_only_change_timing(tmp_path: Path) -> None:
+    local = _local()
+    path = local.write_rules(tmp_path / "riskmon.rules.yml", for_="5s", keep_firing_for="10s")
+    proc = _run([_tool("promtool"), "check", "rules", str(path)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fast = yaml.safe_load(path.read_text())["groups"]
+    shipped = yaml.safe_load(RULE_FILES[0].read_text())["groups"]
+    for fast_group, group in zip(fast, shipped, strict=True):
+        for f, s in zip(fast_group["rules"], group["rules"], strict=True):
+            assert {k: v for k, v in f.items() if k not in ("for", "keep_firing_for")} == {
+                k: v for k, v in s.items() if k not in ("for", "keep_firing_for")
+            }
+            if "alert" in s:
+                assert f["for"] == "5s"
