@@ -411,31 +411,63 @@ class ShockDistance:
 
 
 @dataclass(frozen=True, slots=True)
-class _Linearized:
-    """Per-position linear forms in the shock s: pnl = a + b s, notional = c + d s."""
+class _Pool:
+    """Positions of one margin pool, linear in the shock s: pnl = a + b s, notional = c + d s.
+
+    Tier tables are stacked per position, padded with ``+inf`` floors to a common tier count, so
+    MM is evaluated for every position and every shock in one vectorized step.
+    """
 
     a: FloatArray
     b: FloatArray
     c: FloatArray
     d: FloatArray
+    floors: FloatArray  # (positions, tiers)
+    mmr: FloatArray
+    cum: FloatArray
+
+    def take(self, idx: NDArray[np.intp]) -> _Pool:
+        return _Pool(
+            self.a[idx], self.b[idx], self.c[idx], self.d[idx],
+            self.floors[idx], self.mmr[idx], self.cum[idx],
+        )
+
+    def equity_and_mm(self, shocks: FloatArray, wallet_usd: float) -> tuple[FloatArray, FloatArray]:
+        s = np.atleast_1d(shocks)
+        equity = wallet_usd + float(self.a.sum()) + float(self.b.sum()) * s
+        notional = np.maximum(self.c[:, None] + self.d[:, None] * s[None, :], 0.0)  # (P, S)
+        tier = (self.floors[:, None, :] <= notional[:, :, None]).sum(axis=2) - 1
+        tier = np.maximum(tier, 0)
+        mmr = np.take_along_axis(self.mmr, tier, axis=1)
+        cum = np.take_along_axis(self.cum, tier, axis=1)
+        mm = (notional * mmr - cum).sum(axis=0)
+        return equity, mm
 
 
-def _linearize(
+def _pool_of(
     contract_type: ContractTypes,
     size: ArrayLike,
     contract_size: ArrayLike,
     entry: ArrayLike,
     mark: ArrayLike,
-) -> _Linearized:
+    tables: Sequence[TierTable],
+) -> _Pool:
     q = np.atleast_1d(_f64(size) * _f64(contract_size))
     n = q.shape[0]
     e, m = (np.broadcast_to(_f64(x), (n,)) for x in (entry, mark))
     inverse = np.broadcast_to(is_inverse(contract_type), (n,))
-    slope = np.where(inverse, q * m / e, q * m)  # d pnl / d s
+    b = np.where(inverse, q * m / e, q * m)  # d pnl / d s
     a = np.where(inverse, q * (m / e - 1.0), q * (m - e))
     c = np.where(inverse, np.abs(q), np.abs(q) * m)
     d = np.where(inverse, 0.0, np.abs(q) * m)
-    return _Linearized(a, slope, c, d)
+    width = max((len(t.floors_usd) for t in tables), default=1)
+    floors = np.full((n, width), np.inf)
+    mmr = np.zeros((n, width))
+    cum = np.zeros((n, width))
+    for i, table in enumerate(tables):
+        k = len(table.floors_usd)
+        floors[i, :k], mmr[i, :k], cum[i, :k] = table.floors_usd, table.mmr, table.mm_amount_usd
+    return _Pool(a, b, c, d, floors, mmr, cum)
 
 
 def equity_and_mm_at_shock(
@@ -450,10 +482,11 @@ def equity_and_mm_at_shock(
 ) -> tuple[FloatArray, FloatArray]:
     """Equity and MM (USD) of one margin pool when every mark is multiplied by ``1 + shock``.
 
-    Vectorized over ``shock``. For an isolated position pass its isolated margin as the wallet.
+    Vectorized over ``shock`` (returns arrays of its shape, at least 1-d). For an isolated
+    position pass its isolated margin as the wallet.
     """
-    lin = _linearize(contract_type, size, contract_size, entry, mark)
-    return _equity_mm_linearized(_f64(shock), wallet_usd, lin, tables)
+    pool = _pool_of(contract_type, size, contract_size, entry, mark, tables)
+    return pool.equity_and_mm(_f64(shock), wallet_usd)
 
 
 def _first_crossing(points: FloatArray, values: FloatArray, unbounded: bool) -> float:
@@ -472,47 +505,29 @@ def _first_crossing(points: FloatArray, values: FloatArray, unbounded: bool) -> 
     return math.inf
 
 
-def _pool_distances(
-    wallet_usd: float, lin: _Linearized, tables: Sequence[TierTable]
-) -> tuple[float, float, float, float]:
+def _pool_distances(wallet_usd: float, pool: _Pool) -> tuple[float, float, float, float]:
     """(liq_down, liq_up, bankrupt_down, bankrupt_up) for one margin pool, exact per segment."""
-    equity0 = wallet_usd + float(lin.a.sum())
-    slope = float(lin.b.sum())
-    result: list[float] = []
-    for direction in (-1.0, 1.0):
-        # Tier breakpoints: notional c + d s crosses a floor f  ⇔  s = (f − c) / d.
-        cuts = [
-            (tables[i].floors_usd[1:] - lin.c[i]) / lin.d[i] * direction
-            for i in range(len(tables))
-            if lin.d[i] > 0
-        ]
-        bounded = direction < 0
-        t_max = 1.0 if bounded else math.inf
-        t = np.concatenate([np.zeros(1), *cuts]) if cuts else np.zeros(1)
-        t = np.unique(t[(t >= 0) & (t < t_max)])
-        t = np.append(t, 1.0) if bounded else np.append(t, t[-1] + 1.0)
-        equity, mm = _equity_mm_linearized(direction * t, wallet_usd, lin, tables)
-        result.append(_first_crossing(t, equity - mm, unbounded=not bounded))
-    for direction in (-1.0, 1.0):
-        if equity0 <= 0:
-            result.append(0.0)
-            continue
-        rate = direction * slope
-        t_bankrupt = equity0 / -rate if rate < 0 else math.inf
-        limit = 1.0 if direction < 0 else math.inf
-        result.append(t_bankrupt if t_bankrupt <= limit else math.inf)
-    liq_down, liq_up, bk_down, bk_up = result
-    return liq_down, liq_up, bk_down, bk_up
-
-
-def _equity_mm_linearized(
-    s: FloatArray, wallet_usd: float, lin: _Linearized, tables: Sequence[TierTable]
-) -> tuple[FloatArray, FloatArray]:
-    equity = wallet_usd + float(lin.a.sum()) + float(lin.b.sum()) * s
-    mm = np.zeros_like(s)
-    for i, table in enumerate(tables):
-        mm = mm + table.maintenance_margin(np.maximum(lin.c[i] + lin.d[i] * s, 0.0))
-    return equity, mm
+    # Tier breakpoints: notional c + d s crosses a floor f  ⇔  s = (f − c) / d  (d > 0 only).
+    moving = pool.d > 0
+    cuts = (pool.floors[moving, 1:] - pool.c[moving, None]) / pool.d[moving, None]
+    cuts = cuts[np.isfinite(cuts)]
+    t_down = np.unique(-cuts[(cuts < 0) & (cuts > -1.0)])
+    t_up = np.unique(cuts[cuts > 0])
+    t_down = np.concatenate(([0.0], t_down, [1.0]))
+    t_up = np.concatenate(([0.0], t_up, [(t_up[-1] if t_up.size else 0.0) + 1.0]))
+    # One evaluation at every breakpoint of both directions; f = equity − MM is linear between.
+    equity, mm = pool.equity_and_mm(np.concatenate((-t_down, t_up)), wallet_usd)
+    surplus = equity - mm
+    split = t_down.size
+    liq_down = _first_crossing(t_down, surplus[:split], unbounded=False)
+    liq_up = _first_crossing(t_up, surplus[split:], unbounded=True)
+    # Bankruptcy: equity0 + slope × s = 0.
+    equity0, slope = wallet_usd + float(pool.a.sum()), float(pool.b.sum())
+    if equity0 <= 0:
+        return liq_down, liq_up, 0.0, 0.0
+    bk_down = equity0 / slope if slope > 0 else math.inf
+    bk_up = equity0 / -slope if slope < 0 else math.inf
+    return liq_down, liq_up, (bk_down if bk_down <= 1.0 else math.inf), bk_up
 
 
 def shock_distance(
@@ -546,7 +561,7 @@ def shock_distance(
     iso_margin = np.zeros(n) if isolated_margin_usd is None else np.broadcast_to(
         _f64(isolated_margin_usd), (n,)
     )
-    lin = _linearize(contract_type, sizes, contract_size, entry, mark)
+    account = _pool_of(contract_type, sizes, contract_size, entry, mark, tables)
     open_ = sizes != 0
     pools: list[tuple[float, NDArray[np.intp]]] = []
     cross = np.flatnonzero(open_ & ~iso)
@@ -555,7 +570,6 @@ def shock_distance(
     pools.extend((float(iso_margin[i]), np.array([i])) for i in np.flatnonzero(open_ & iso))
     best = [math.inf] * 4
     for pool_wallet, idx in pools:
-        sub = _Linearized(lin.a[idx], lin.b[idx], lin.c[idx], lin.d[idx])
-        found = _pool_distances(pool_wallet, sub, [tables[i] for i in idx])
+        found = _pool_distances(pool_wallet, account.take(idx))
         best = [min(x, y) for x, y in zip(best, found, strict=True)]
     return ShockDistance(*best)
