@@ -72,10 +72,13 @@ _PRIORITY = (
 _DETAIL_MAX = 200
 
 
-def parse_event(kind: EventKind, raw: bytes, key: bytes | None = None) -> Event | Rejection:
+def parse_event(
+    kind: EventKind, raw: bytes | bytearray | memoryview, key: bytes | None = None
+) -> Event | Rejection:
     """Validate one message of ``kind``; ``key`` (the Kafka key), if given, must match the body.
 
-    Returns the frozen model, or a :class:`Rejection` carrying ``raw``. Never raises.
+    Returns the frozen model, or a :class:`Rejection` carrying the original bytes. Never raises
+    on any input bytes or key.
     """
     raw = bytes(raw)
     try:
@@ -166,6 +169,19 @@ def _clip(text: str, limit: int = _DETAIL_MAX) -> str:
 
 
 # -- documented examples (canonical: encode_event(parse_event(k, EXAMPLES[k])) == EXAMPLES[k]) ----
+#
+# (Topics are the RISKMON_TOPICS__* settings, default riskmon.<name>.)
+# price       topic prices, key = instrument. mark_price > 0; index_price optional (null).
+# position    topic positions, key = account. Absolute state: size is signed contracts (0 closes),
+#             entry_price > 0, margin_mode cross|isolated, isolated_margin (USD, isolated only),
+#             seq per (account, instrument): stale or duplicate seqs are rejected by the engine.
+# balance     topic balances, key = account. wallet_balance: cross wallet in USD (may be < 0).
+# fund        topic insurance_fund, key = fund. balance in USD (may be < 0 after a crash).
+# instrument  topic instruments (compacted), key = instrument. contract_type linear|inverse,
+#             contract_size (linear: base units; inverse: USD face value), tiers ordered by floor
+#             with non-decreasing mmr and 1/max_leverage ≥ mmr, liquidation_fee_ratio, the
+#             square-root impact parameters depth_usd / impact_coef, and the fund it draws on.
+# ts_event is Unix seconds (UTC, float) when the venue produced the event.
 
 EXAMPLES: dict[EventKind, bytes] = {
     EventKind.PRICE: (
