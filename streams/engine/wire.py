@@ -170,13 +170,13 @@ def _clip(text: str, limit: int = _DETAIL_MAX) -> str:
 
 # -- documented examples (canonical: encode_event(parse_event(k, EXAMPLES[k])) == EXAMPLES[k]) ----
 #
-# (Topics are the RISKMON_TOPICS__* settings, default riskmon.<name>.)
+# (Topic names are the RISKMON_TOPICS__* settings; defaults riskmon.prices, ...)
 # price       topic prices, key = instrument. mark_price > 0; index_price optional (null).
 # position    topic positions, key = account. Absolute state: size is signed contracts (0 closes),
 #             entry_price > 0, margin_mode cross|isolated, isolated_margin (USD, isolated only),
 #             seq per (account, instrument): stale or duplicate seqs are rejected by the engine.
 # balance     topic balances, key = account. wallet_balance: cross wallet in USD (may be < 0).
-# fund        topic insurance_fund, key = fund. balance in USD (may be < 0 after a crash).
+# fund        topic insurance_fund (riskmon.insurance-fund), key = fund. balance: USD, may be < 0.
 # instrument  topic instruments (compacted), key = instrument. contract_type linear|inverse,
 #             contract_size (linear: base units; inverse: USD face value), tiers ordered by floor
 #             with non-decreasing mmr and 1/max_leverage ≥ mmr, liquidation_fee_ratio, the
