@@ -262,6 +262,57 @@ def bankruptcy_price(
     return price if price > 0 else None
 
 
+def liquidation_prices(
+    contract_type: ContractTypes,
+    size: ArrayLike,
+    contract_size: ArrayLike,
+    entry: ArrayLike,
+    table: TierTable,
+    wallet_usd: ArrayLike,
+    other_mm_usd: ArrayLike = 0.0,
+    other_upnl_usd: ArrayLike = 0.0,
+) -> FloatArray:
+    """Vectorized :func:`liquidation_price` for positions of one instrument; NaN = no price.
+
+    Uses the closed form of the tier iteration: MM is the maximum of its tiers' lines, so the
+    liquidation price is the largest per-tier Binance LP for a long and the smallest for a short.
+    """
+    q = np.atleast_1d(_f64(size) * _f64(contract_size))
+    n = q.shape[0]
+    e = np.broadcast_to(_f64(entry), (n,))
+    cushion = np.broadcast_to(_f64(wallet_usd) - _f64(other_mm_usd) + _f64(other_upnl_usd), (n,))
+    inverse = np.broadcast_to(is_inverse(contract_type), (n,))
+    qty = np.abs(q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # linear: one column per tier, then max (long) / min (short)
+        per_tier = (cushion[:, None] + table.mm_amount_usd[None, :] - (q * e)[:, None]) / (
+            qty[:, None] * table.mmr[None, :] - q[:, None]
+        )
+        linear = np.where(q > 0, per_tier.max(axis=1), per_tier.min(axis=1))
+        # inverse (USD at mark): MM is constant in price
+        mm = table.maintenance_margin(qty)
+        inverse_lp = e * (1.0 + (mm - cushion) / q)
+    price = np.where(inverse, inverse_lp, linear)
+    return np.where((q != 0) & (price > 0), price, np.nan)
+
+
+def bankruptcy_prices(
+    contract_type: ContractTypes,
+    size: ArrayLike,
+    contract_size: ArrayLike,
+    entry: ArrayLike,
+    wallet_usd: ArrayLike,
+    other_upnl_usd: ArrayLike = 0.0,
+) -> FloatArray:
+    """Vectorized :func:`bankruptcy_price`; NaN where there is none."""
+    q = _f64(size) * _f64(contract_size)
+    e = _f64(entry)
+    cushion = _f64(wallet_usd) + _f64(other_upnl_usd)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        price = np.where(is_inverse(contract_type), e * (1.0 - cushion / q), e - cushion / q)
+    return np.where((q != 0) & (price > 0), price, np.nan)
+
+
 def cross_liquidation_prices(
     contract_type: ContractTypes,
     size: ArrayLike,

@@ -446,3 +446,34 @@ def test_lights_are_in_range_and_monotone_in_score(scores: list[float]) -> None:
     assert ((lights >= 1) & (lights <= 5)).all()
     order = np.argsort(s, kind="stable")
     assert (np.diff(lights[order]) >= 0).all()
+
+
+# -- Vectorized price variants ---------------------------------------------------------------------
+
+
+@given(
+    tier_tables(),
+    st.lists(
+        st.tuples(contract_types, sides, quantities, prices, finite(0.0, 1.2), finite(0.0, 1e4)),
+        min_size=1,
+        max_size=20,
+    ),
+)
+def test_vectorized_prices_match_scalar(
+    table: TierTable, rows: list[tuple[ContractType, float, float, float, float, float]]
+) -> None:
+    kinds = [r[0].value for r in rows]
+    size = np.array([r[1] * r[2] for r in rows])
+    entry = np.array([r[3] for r in rows])
+    wallet = np.abs(size) * entry * np.array([r[4] for r in rows])
+    other_mm = np.array([r[5] for r in rows])
+    lps = margin.liquidation_prices(kinds, size, 1.0, entry, table, wallet, other_mm)
+    bps = margin.bankruptcy_prices(kinds, size, 1.0, entry, wallet)
+    for i, kind in enumerate(kinds):
+        lp = margin.liquidation_price(kind, size[i], 1.0, entry[i], table, wallet[i], other_mm[i])
+        bp = margin.bankruptcy_price(kind, size[i], 1.0, entry[i], wallet[i])
+        for vector, scalar in ((lps[i], lp), (bps[i], bp)):
+            if scalar is None:
+                assert np.isnan(vector)
+            else:
+                assert vector == pytest.approx(scalar, rel=1e-9)
