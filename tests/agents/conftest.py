@@ -54,7 +54,7 @@ async def app() -> Any:
     _app.loop = asyncio.get_running_loop()
     _app.finalize()
     if str(_app.conf.store) != "memory:":
-        _app.conf.store = "memory://"  # RocksDB wants a real data dir
+        _app.conf.store = "memory://"  # type: ignore[assignment]  # RocksDB wants a data dir
     _app.flow_control.resume()
     return _app
 

@@ -13,6 +13,7 @@ from streams.agents.positions import positions_agent
 from streams.agents.runtime import runtime
 from streams.engine.engine import RiskEngine
 from streams.engine.models import BalanceUpdate, FundUpdate, PositionUpdate, PriceTick
+from streams.engine.wire import Event
 from tests.agents.conftest import Outbox, instrument
 
 ACCOUNTS = 12
@@ -33,7 +34,7 @@ def _bal(i: int) -> BalanceUpdate:
     return BalanceUpdate(account=f"a{i}", wallet_balance=2_000.0 + 500.0 * i, seq=1, ts_event=1.0)
 
 
-REFERENCE = [
+REFERENCE: list[Event] = [
     instrument("BTCUSDT"),
     instrument("ETHUSDT", fund="alt"),
     FundUpdate(fund="main", balance=5_000.0, ts_event=1.0),
@@ -41,7 +42,7 @@ REFERENCE = [
     PriceTick(instrument="BTCUSDT", mark_price=60_000.0, ts_event=1.0),
     PriceTick(instrument="ETHUSDT", mark_price=3_000.0, ts_event=1.0),
 ]
-CRASH = [
+CRASH: list[Event] = [
     PriceTick(instrument="BTCUSDT", mark_price=52_000.0, ts_event=2.0),
     PriceTick(instrument="ETHUSDT", mark_price=1_500.0, ts_event=2.0),
 ]
