@@ -47,11 +47,6 @@ def is_inverse(contract_type: ContractTypes) -> BoolArray:
     return np.asarray(arr == ContractType.INVERSE.value, dtype=np.bool_)
 
 
-def side_of(size: float) -> int:
-    """+1 long, −1 short (0 for a flat position)."""
-    return int(np.sign(size))
-
-
 # -- PnL and notional ------------------------------------------------------------------------------
 
 
@@ -354,9 +349,8 @@ def bybit_isolated_liquidation_price(
 ) -> float:
     """Bybit USDT isolated: ``LP = entry ∓ (IM + extra − MM) / |size|`` (MM fixed at entry)."""
     side = float(np.sign(size))
-    return entry - side * (initial_margin_usd + extra_margin_usd - maintenance_margin_usd) / abs(
-        size
-    )
+    cushion = initial_margin_usd + extra_margin_usd - maintenance_margin_usd
+    return entry - side * cushion / abs(size)
 
 
 def bybit_isolated_bankruptcy_price(size: float, entry: float, leverage: float) -> float:
@@ -367,8 +361,10 @@ def bybit_isolated_bankruptcy_price(size: float, entry: float, leverage: float) 
 def inverse_bankruptcy_price(size: float, entry: float, leverage: float) -> float | None:
     """Coin-margined inverse bankruptcy price: long ``entry × L/(L+1)``, short ``entry × L/(L−1)``.
 
-    ``None`` for a 1x (or lower) short, which never goes bankrupt.
+    ``None`` for a flat position and for a 1x (or lower) short, which never goes bankrupt.
     """
+    if size == 0:
+        return None
     if size > 0:
         return entry * leverage / (leverage + 1.0)
     if leverage <= 1.0:
