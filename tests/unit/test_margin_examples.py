@@ -122,6 +122,22 @@ def test_bybit_isolated_long_liquidation_price_19700() -> None:
     assert margin.bybit_isolated_liquidation_price(1.0, 20_000.0, im, mm) == pytest.approx(19_700.0)
 
 
+def test_bybit_isolated_short_mirrors_the_long() -> None:
+    # the same position short: LP = 20,000 + (400 − 100) / 1 = 20,300; bankruptcy 10,200 at 50x
+    assert margin.bybit_isolated_liquidation_price(-1.0, 20_000.0, 400.0, 100.0) == pytest.approx(
+        20_300.0
+    )
+    assert margin.bybit_isolated_bankruptcy_price(-1.0, 10_000.0, 50.0) == pytest.approx(10_200.0)
+
+
+def test_binance_isolated_form_differs_from_bybit_by_mm_at_lp() -> None:
+    # Binance evaluates MM at LP, Bybit at entry: (400 − 20,000) / (0.005 − 1) = 19,698.49
+    table = tiers((0, 0.005, 50))
+    lp = margin.liquidation_price(ContractType.LINEAR, 1.0, 1.0, 20_000.0, table, 400.0)
+    assert lp is not None
+    assert round(lp, 2) == 19_698.49
+
+
 def test_bybit_linear_isolated_bankruptcy_price_9800() -> None:
     # entry × (1 − 1/leverage): 10,000 at 50x → 9,800
     assert margin.bybit_isolated_bankruptcy_price(1.0, 10_000.0, 50.0) == pytest.approx(9_800.0)
@@ -144,6 +160,15 @@ def test_bybit_inverse_long_bankruptcy_price_7735_37() -> None:
     bp = margin.inverse_bankruptcy_price(5_000.0, 7_890.08, 50.0)
     assert bp is not None
     assert round(bp, 2) == 7_735.37
+    # the coin equity at that price is zero: IM = 5,000 / (7,890.08 × 50) XBT
+    im_coin = 5_000.0 / (7_890.08 * 50.0)
+    pnl_coin = float(margin.unrealized_pnl_inverse_coin(5_000.0, 1.0, 7_890.08, bp))
+    assert im_coin + pnl_coin == pytest.approx(0.0, abs=1e-12)
+    # short: entry × L/(L−1); a 1x short never goes bankrupt
+    short = margin.inverse_bankruptcy_price(-5_000.0, 7_890.08, 50.0)
+    assert short is not None
+    assert short == pytest.approx(7_890.08 * 50 / 49)
+    assert margin.inverse_bankruptcy_price(-5_000.0, 7_890.08, 1.0) is None
 
 
 def test_hyperliquid_liquidation_price_leaves_equity_equal_to_mm() -> None:

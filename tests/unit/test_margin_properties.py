@@ -477,3 +477,17 @@ def test_vectorized_prices_match_scalar(
                 assert np.isnan(vector)
             else:
                 assert vector == pytest.approx(scalar, rel=1e-9)
+
+
+@given(finite(0.0, 1e9), finite(1e-3, 1e9), finite(0.0, 0.05), finite(0.0, 2.0), finite(1e3, 1e9))
+def test_liquidation_cost_is_fee_plus_increasing_impact(
+    n1: float, n2: float, fee: float, impact: float, depth: float
+) -> None:
+    small, large = min(n1, n2), max(n1, n2)
+    cost = margin.liquidation_cost_usd(np.array([small, large, -large]), fee, impact, depth)
+    assert cost[0] >= fee * small
+    assert cost[1] >= cost[0]
+    assert cost[2] == cost[1]  # sign of the notional does not matter
+    # cost ratio (per dollar closed) grows with size: square-root impact
+    if small > 0:
+        assert cost[1] / large >= cost[0] / small * (1 - 1e-12)

@@ -279,3 +279,11 @@ def test_encode_is_compact_json() -> None:
     model = parse_event(PRICE, EXAMPLES[PRICE])
     assert isinstance(model, PriceTick)
     assert b" " not in encode_event(model)
+
+
+def test_buffer_types_are_accepted() -> None:
+    raw = EXAMPLES[PRICE]
+    assert isinstance(parse_event(PRICE, bytearray(raw)), PriceTick)
+    assert isinstance(parse_event(PRICE, memoryview(raw)), PriceTick)
+    rejected = parse_event(PRICE, bytearray(b"\xff"))
+    assert isinstance(rejected, Rejection) and rejected.raw == b"\xff"
