@@ -642,3 +642,56 @@ async def test_restart_recovers_state_from_changelog(
     # nothing NEW was accepted for accounts: everything re-read (if anything) is a duplicate
     acc, _ = counted(ms, "positions")
     assert acc == 0
+
+
+async def test_watch_list_in_redis(
+    deployment: Deployment,
+    spawn_process: Callable[..., ManagedProcess],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    """The worker's Redis sink: every account the engine puts in state >= watch is listed."""
+    import redis.asyncio as aioredis
+
+    dep = deployment
+    await dep.create_topics()
+    venue = build_venue(n_accounts=24, seed=5)
+    venue.invalid = []
+    engine = expected_engine(venue)
+    watched = {
+        a
+        for a in engine.accounts
+        if (r := engine.account(a)) is not None and r.state.label != "healthy"
+    }
+    assert watched, "the crash must put some accounts on the watch list"
+    prefix = unique_name("rm-watch")
+    worker = start_worker(
+        spawn_process,
+        dep,
+        "w1",
+        tmp_path,
+        RISKMON_REDIS__ENABLED="true",
+        RISKMON_REDIS__URL=redis_url,
+        RISKMON_REDIS__PREFIX=prefix,
+        RISKMON_REDIS__FLUSH_INTERVAL_S="0.5",
+    )
+    await produce(dep, [*venue.reference, *venue.accounts, *venue.prices])
+    expected = expected_figures(engine)
+    await wait_for(converged([worker], venue, expected), 90, "convergence")
+
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        deadline = time.monotonic() + 30
+        members: set[str] = set()
+        while time.monotonic() < deadline:
+            members = set(await client.zrange(f"{prefix}:watch:utilization", 0, -1))
+            if members == watched:
+                break
+            await asyncio.sleep(0.5)
+        assert members == watched
+        one = sorted(watched)[0]
+        row = await client.hgetall(f"{prefix}:account:{one}")  # type: ignore[misc]
+        assert row["state"] == engine.account(one).state.label  # type: ignore[union-attr]
+        assert await client.xlen(f"{prefix}:transitions") > 0
+    finally:
+        await client.aclose()
