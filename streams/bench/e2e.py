@@ -1,0 +1,564 @@
+"""``riskmon bench e2e``: end-to-end throughput and latency of a real worker against Kafka.
+
+1. **Pre-load.** Fresh, uniquely named input topics get a venue of ``--accounts`` accounts
+   (instruments, funds, marks, every balance and position) followed by ``--events`` mixed events:
+   80 % price ticks, 20 % position/balance updates (:mod:`streams.producers.simulate`).
+2. **Worker throughput.** A real ``riskmon worker`` subprocess (its own consumer group, Redis
+   off unless ``--redis-url``) consumes everything; ``riskmon_events_total`` on its /metrics is
+   polled, and ``events_per_s`` = events counted between the first and the last poll that saw
+   progress ÷ the time between them (worker start-up and recovery are excluded).
+3. **Baseline.** A bare aiokafka consumer (no group) reads the same topics and ``json.loads``
+   every value: ``baseline_events_per_s``, and ``ratio`` = worker ÷ baseline. It runs after the
+   worker has finished, so the two do not compete for the CPU.
+4. **Latency.** With the worker caught up, the same mix is produced at ``--latency-rate``
+   (5,000/s) for ``--latency-duration`` seconds with ``ts_event`` = now; ``latency_p50_s`` /
+   ``latency_p99_s`` are quantiles of the increase of the worker's ``riskmon_event_lag_seconds``
+   histogram over that window (processing time − event time, so produce → broker → agent),
+   interpolated within buckets like PromQL's ``histogram_quantile``.
+
+Prints one JSON object (``--json``: only that). The topics are deleted afterwards unless
+``--keep-topics``. Targets: ≥ 20,000 events/s per worker, ratio ≥ 0.5, p99 ≤ 0.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streams.producers.simulate import (
+    DEFAULT_TOPICS,
+    LiveConfig,
+    Message,
+    PublishStats,
+    RatePacer,
+    VenueStream,
+    build_venue,
+    ensure_topics,
+    gbm_prices,
+    make_producer,
+    send_all,
+    send_batched,
+    settings_bootstrap,
+    settings_partitions,
+)
+
+TARGET_EVENTS_PER_S = 20_000.0
+TARGET_RATIO = 0.5
+TARGET_P99_S = 0.5
+UPDATE_SHARE = 0.2  # 80 % price ticks, 20 % position/balance updates
+
+
+@dataclass
+class BenchConfig:
+    bootstrap: str
+    accounts: int = 100_000
+    events: int = 400_000
+    partitions: int = 8
+    latency_rate: float = 5_000.0
+    latency_duration_s: float = 15.0
+    timeout_s: float = 900.0
+    seed: int = 7
+    redis_url: str | None = None
+    keep_topics: bool = False
+    skip_worker: bool = False
+    worker_argv: Sequence[str] = (sys.executable, "-m", "streams", "worker")
+    log: bool = True
+
+
+@dataclass
+class BenchResult:
+    events_per_s: float | None
+    baseline_events_per_s: float
+    ratio: float | None
+    latency_p50_s: float | None
+    latency_p99_s: float | None
+    accounts: int
+    preloaded_messages: int
+    worker_events: int | None = None
+    worker_seconds: float | None = None
+    baseline_seconds: float = 0.0
+    latency_events: int | None = None
+    latency_rate: float | None = None
+    targets: dict[str, bool | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        def clean(v: Any) -> Any:
+            if isinstance(v, float):
+                return None if not math.isfinite(v) else round(v, 6)
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [clean(x) for x in v]
+            return v
+
+        return json.dumps(clean(asdict(self)))
+
+
+# -- /metrics ------------------------------------------------------------------------------------
+
+
+def scrape(url: str, timeout: float = 5.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.read().decode()
+
+
+def parse_metrics(text: str) -> tuple[float, float, dict[float, float]]:
+    """(Σ riskmon_events_total, Σ riskmon_events_rejected_total, lag buckets {le: count})."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    events = rejected = 0.0
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "riskmon_events_total":
+                events += s.value
+            elif s.name == "riskmon_events_rejected_total":
+                rejected += s.value
+            elif s.name == "riskmon_event_lag_seconds_bucket":
+                le = float(s.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + s.value
+    return events, rejected, buckets
+
+
+def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """PromQL-style quantile of cumulative ``{le: count}`` buckets (linear within a bucket)."""
+    if not buckets:
+        return None
+    items = sorted(buckets.items())
+    total = items[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in items:
+        if count >= rank:
+            if math.isinf(le):
+                return prev_le  # like PromQL: the highest finite bound
+            if count == prev_count:
+                return le
+            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
+        prev_le, prev_count = le, count
+    return items[-1][0]
+
+
+def bucket_delta(after: Mapping[float, float], before: Mapping[float, float]) -> dict[float, float]:
+    return {le: after[le] - before.get(le, 0.0) for le in after}
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_topics(run_id: str) -> dict[str, str]:
+    return {
+        logical: f"bench-{run_id}.{name.removeprefix('riskmon.')}"
+        for logical, name in DEFAULT_TOPICS.items()
+    }
+
+
+def mixed_stream(
+    stream: VenueStream, events: int, *, seed: int, clock_rate: float | None = None
+) -> Iterator[Message]:
+    """``events`` live messages: 80 % ticks, 20 % updates (GBM prices, no crash)."""
+    prices = gbm_prices(
+        stream.venue, seed=seed, dt_s=1.0, crash_at_s=None, crash_pct=0.0, crash_duration_s=1.0
+    )
+    return itertools.islice(stream.live(prices), events)
+
+
+async def produce(
+    bootstrap: str,
+    topics: Mapping[str, str],
+    messages: Iterator[Message],
+    *,
+    pacer: Any = None,
+    deadline: float | None = None,
+) -> PublishStats:
+    producer = make_producer(bootstrap)
+    stats = PublishStats()
+    await producer.start()
+    t0 = time.monotonic()
+    try:
+        if pacer is None and deadline is None:
+            await send_batched(producer, messages, topics, stats)
+        else:
+            await send_all(producer, messages, topics, stats, pacer=pacer, deadline=deadline)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    stats.elapsed_s = time.monotonic() - t0
+    return stats
+
+
+async def baseline(
+    bootstrap: str, topics: Sequence[str], expected: int, timeout_s: float
+) -> tuple[int, float]:
+    """Read and JSON-decode ``expected`` records with a bare consumer: (records, seconds)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    n = 0
+    first: float | None = None
+    last = time.monotonic()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while n < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=50_000)
+            for records in batch.values():
+                if first is None and records:
+                    first = time.monotonic()
+                for r in records:
+                    json.loads(r.value)
+                n += len(records)
+                last = time.monotonic()
+    finally:
+        await consumer.stop()
+    return n, (last - first) if first is not None else 0.0
+
+
+async def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [n for n in names if n in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+
+
+class WorkerProcess:
+    """A ``riskmon worker`` subprocess with its own settings; stopped by PID."""
+
+    def __init__(self, cfg: BenchConfig, topics: Mapping[str, str], run_id: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=f"riskmon-bench-{run_id}-"))
+        self.metrics_port = free_port()
+        self.log_path = self.dir / "worker.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RISKMON_")}
+        env.update(
+            {
+                "RISKMON_KAFKA__BROKERS": cfg.bootstrap,
+                "RISKMON_KAFKA__APP_ID": f"bench-{run_id}",
+                "RISKMON_KAFKA__PARTITIONS": str(cfg.partitions),
+                "RISKMON_TOPICS__PRICES": topics["prices"],
+                "RISKMON_TOPICS__POSITIONS": topics["positions"],
+                "RISKMON_TOPICS__BALANCES": topics["balances"],
+                "RISKMON_TOPICS__INSURANCE_FUND": topics["insurance_fund"],
+                "RISKMON_TOPICS__INSTRUMENTS": topics["instruments"],
+                "RISKMON_TOPICS__RISK_EVENTS": f"bench-{run_id}.risk-events",
+                "RISKMON_TOPICS__DEAD_LETTERS": f"bench-{run_id}.dead-letters",
+                "RISKMON_TOPICS__PARTIALS": f"bench-{run_id}.partials",
+                "RISKMON_METRICS__HOST": "127.0.0.1",
+                "RISKMON_METRICS__PORT": str(self.metrics_port),
+                "RISKMON_WORKER__WEB_PORT": str(free_port()),
+                "RISKMON_WORKER__DATA_DIR": str(self.dir / "data"),
+                "RISKMON_WORKER__ID": f"bench-{run_id}",
+                "RISKMON_WORKER__LOG_LEVEL": "warning",
+                "RISKMON_WORKER__STANDBY_REPLICAS": "0",
+                "RISKMON_REDIS__ENABLED": "true" if cfg.redis_url else "false",
+            }
+        )
+        if cfg.redis_url:
+            env["RISKMON_REDIS__URL"] = cfg.redis_url
+            env["RISKMON_REDIS__PREFIX"] = f"bench-{run_id}"
+        self.extra_topics = [
+            env["RISKMON_TOPICS__RISK_EVENTS"],
+            env["RISKMON_TOPICS__DEAD_LETTERS"],
+            env["RISKMON_TOPICS__PARTIALS"],
+        ]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            list(cfg.worker_argv),
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    async def metrics(self) -> tuple[float, float, dict[float, float]] | None:
+        try:
+            return parse_metrics(await asyncio.to_thread(scrape, self.url))
+        except (OSError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir / "data", ignore_errors=True)
+
+
+async def wait_consumed(
+    worker: WorkerProcess, expected: int, timeout_s: float, say: Any
+) -> tuple[int, float, float, float]:
+    """Poll /metrics until ``expected`` events are counted (accepted + rejected) or progress
+    stalls. Returns (events counted in the measured window, seconds, total seen, rejected)."""
+    deadline = time.monotonic() + timeout_s
+    first: tuple[float, float] | None = None  # (time, count) at the first poll with events
+    last: tuple[float, float] = (time.monotonic(), 0.0)
+    rejected = 0.0
+    stall_since = time.monotonic()
+    prev = -1.0
+    while time.monotonic() < deadline:
+        if not worker.alive():
+            raise RuntimeError(f"worker exited ({worker.proc.returncode}):\n{worker.log_tail()}")
+        m = await worker.metrics()
+        now = time.monotonic()
+        if m is not None:
+            events, rejected, _ = m
+            seen = events + rejected
+            if seen > 0 and first is None:
+                first = (now, seen)
+            if seen > prev:
+                last = (now, seen)
+                prev = seen
+                stall_since = now
+            if seen >= expected:
+                break
+            if first is not None and now - stall_since > 60:
+                say(f"worker stalled at {seen:.0f}/{expected} events")
+                break
+        await asyncio.sleep(0.25)
+    if first is None:
+        raise RuntimeError(f"worker counted no events in {timeout_s:.0f}s:\n{worker.log_tail()}")
+    return int(last[1] - first[1]), last[0] - first[0], last[1], rejected
+
+
+async def run_bench(cfg: BenchConfig) -> BenchResult:
+    say = (
+        (lambda msg: print(f"[bench e2e] {msg}", file=sys.stderr, flush=True))
+        if cfg.log
+        else (lambda msg: None)
+    )
+    run_id = uuid.uuid4().hex[:8]
+    topics = bench_topics(run_id)
+    notes: list[str] = []
+    t = time.monotonic()
+    venue = build_venue(cfg.accounts, cfg.seed, generate_at_most=10_000)
+    stream = VenueStream(venue, seed=cfg.seed, live=LiveConfig(update_share=UPDATE_SHARE))
+    say(
+        f"venue: {len(venue.accounts)} accounts, {venue.position_count()} positions "
+        f"({time.monotonic() - t:.1f}s)"
+    )
+    await ensure_topics(cfg.bootstrap, topics, cfg.partitions)
+    worker: WorkerProcess | None = None
+    try:
+        t = time.monotonic()
+        messages = itertools.chain(
+            stream.bootstrap(), mixed_stream(stream, cfg.events, seed=cfg.seed)
+        )
+        pre = await produce(cfg.bootstrap, topics, messages)
+        say(
+            f"pre-loaded {pre.total} messages in {pre.elapsed_s:.1f}s "
+            f"({pre.total / max(pre.elapsed_s, 1e-9):,.0f}/s)"
+        )
+
+        events_per_s = ratio = p50 = p99 = None
+        worker_events = latency_events = None
+        worker_seconds = None
+        if not cfg.skip_worker:
+            worker = WorkerProcess(cfg, topics, run_id)
+            say(f"worker pid {worker.proc.pid}, metrics {worker.url}")
+            counted, seconds, seen, rejected = await wait_consumed(
+                worker, pre.total, cfg.timeout_s, say
+            )
+            if rejected:
+                notes.append(f"worker rejected {rejected:.0f} of the pre-loaded events")
+            if seen < pre.total:
+                notes.append(f"worker counted {seen:.0f} of {pre.total} pre-loaded events")
+            worker_events, worker_seconds = counted, seconds
+            events_per_s = counted / seconds if seconds > 0 else None
+            say(f"worker: {counted} events in {seconds:.2f}s = {events_per_s or 0:,.0f}/s")
+
+            # Latency at a fixed rate, the worker caught up.
+            before = await worker.metrics()
+            n_lat = int(cfg.latency_rate * cfg.latency_duration_s)
+            live = mixed_stream(stream, n_lat, seed=cfg.seed + 1)
+            lat = await produce(
+                cfg.bootstrap,
+                topics,
+                live,
+                pacer=RatePacer(cfg.latency_rate),
+                deadline=time.monotonic() + cfg.latency_duration_s * 2 + 10,
+            )
+            achieved = lat.total / max(lat.elapsed_s, 1e-9)
+            if achieved < 0.9 * cfg.latency_rate:
+                notes.append(f"producer reached only {achieved:,.0f}/s of {cfg.latency_rate:,.0f}")
+            expected = (before[0] + before[1] if before else 0) + lat.total
+            await wait_consumed(worker, int(expected), 120.0, say)
+            after = await worker.metrics()
+            if before is not None and after is not None:
+                delta = bucket_delta(after[2], before[2])
+                p50 = histogram_quantile(0.5, delta)
+                p99 = histogram_quantile(0.99, delta)
+                latency_events = int(max(delta.values(), default=0))
+            say(f"latency at {achieved:,.0f}/s: p50={p50} p99={p99} ({latency_events} events)")
+
+        # Baseline after the worker: the two never compete for the CPU.
+        total = pre.total + (latency_events or 0) if not cfg.skip_worker else pre.total
+        if worker is not None:
+            worker.stop()
+        n, seconds = await baseline(cfg.bootstrap, list(topics.values()), total, cfg.timeout_s)
+        base = n / seconds if seconds > 0 else 0.0
+        say(f"baseline: {n} records in {seconds:.2f}s = {base:,.0f}/s")
+        if events_per_s is not None and base > 0:
+            ratio = events_per_s / base
+        return BenchResult(
+            events_per_s=events_per_s,
+            baseline_events_per_s=base,
+            ratio=ratio,
+            latency_p50_s=p50,
+            latency_p99_s=p99,
+            accounts=len(venue.accounts),
+            preloaded_messages=pre.total,
+            worker_events=worker_events,
+            worker_seconds=worker_seconds,
+            baseline_seconds=seconds,
+            latency_events=latency_events,
+            latency_rate=cfg.latency_rate if not cfg.skip_worker else None,
+            targets={
+                "events_per_s": None
+                if events_per_s is None
+                else events_per_s >= TARGET_EVENTS_PER_S,
+                "ratio": None if ratio is None else ratio >= TARGET_RATIO,
+                "latency_p99_s": None if p99 is None else p99 <= TARGET_P99_S,
+            },
+            notes=notes,
+        )
+    finally:
+        if worker is not None:
+            worker.stop()
+            worker.cleanup()
+        if not cfg.keep_topics:
+            with contextlib.suppress(Exception):
+                names = list(topics.values()) + (worker.extra_topics if worker else [])
+                await delete_topics(cfg.bootstrap, names)
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap",
+        default=None,
+        help="Kafka bootstrap servers (default: $RISKMON_KAFKA__BROKERS or 127.0.0.1:9092)",
+    )
+    parser.add_argument("--json", action="store_true", help="print only the JSON result")
+    parser.add_argument("--accounts", type=int, default=100_000, help="book size (%(default)s)")
+    parser.add_argument(
+        "--events", type=int, default=400_000, help="mixed events after the book (%(default)s)"
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="partitions of the bench topics (default: $RISKMON_KAFKA__PARTITIONS or 8)",
+    )
+    parser.add_argument(
+        "--latency-rate", type=float, default=5_000.0, help="events/s of the latency phase"
+    )
+    parser.add_argument(
+        "--latency-duration", type=float, default=15.0, help="seconds of the latency phase"
+    )
+    parser.add_argument("--timeout", type=float, default=900.0, help="overall consume timeout (s)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--redis-url", default=None, help="enable the worker's Redis watch list sink against this"
+    )
+    parser.add_argument("--keep-topics", action="store_true", help="do not delete bench topics")
+    parser.add_argument(
+        "--baseline-only",
+        action="store_true",
+        help="pre-load and measure the bare consumer only (no worker)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = BenchConfig(
+        bootstrap=args.bootstrap or settings_bootstrap(),
+        accounts=args.accounts,
+        events=args.events,
+        partitions=args.partitions or settings_partitions(),
+        latency_rate=args.latency_rate,
+        latency_duration_s=args.latency_duration,
+        timeout_s=args.timeout,
+        seed=args.seed,
+        redis_url=args.redis_url,
+        keep_topics=args.keep_topics,
+        skip_worker=args.baseline_only,
+        log=not args.json,
+    )
+    try:
+        result = asyncio.run(run_bench(cfg))
+    except KeyboardInterrupt:
+        return 130
+    except RuntimeError as exc:
+        print(f"riskmon bench e2e: {exc}", file=sys.stderr)
+        return 1
+    print(result.to_json())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="riskmon bench e2e", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
