@@ -255,6 +255,7 @@ class AccountBook:
         self.im: FloatArray = np.zeros(cap)
         self.state: NDArray[np.int8] = np.zeros(cap, dtype=np.int8)
         self.balance_seq: IntArray = np.full(cap, -1, dtype=np.int64)
+        self.cross_count: IntArray = np.zeros(cap, dtype=np.int64)
         self.positions_of: list[set[int]] = []  # account index -> instrument indices held
         self.position_seq: dict[tuple[int, int], int] = {}
 
@@ -329,7 +330,16 @@ class AccountBook:
 
     def _grow_accounts(self) -> None:
         cap = 2 * self.wallet.shape[0]
-        for name in ("wallet", "upnl", "notional", "mm", "im", "state", "balance_seq"):
+        for name in (
+            "wallet",
+            "upnl",
+            "notional",
+            "mm",
+            "im",
+            "state",
+            "balance_seq",
+            "cross_count",
+        ):
             old = getattr(self, name)
             new = np.full(cap, -1 if name == "balance_seq" else 0, dtype=old.dtype)
             new[: old.shape[0]] = old
@@ -511,6 +521,7 @@ class AccountBook:
             inst.band_hi = min(inst.band_hi, v.band_hi)
             self.positions_of[a].add(k)
             if not isolated:
+                self.cross_count[a] += 1
                 self.upnl[a] += v.upnl
                 self.notional[a] += v.notional
                 self.mm[a] += v.mm
@@ -534,6 +545,9 @@ class AccountBook:
             self.notional[a] -= v.notional
             self.mm[a] -= v.mm
             self.im[a] -= v.im
+            self.cross_count[a] -= 1
+            if self.cross_count[a] == 0:  # no cross position left: no drift residue either
+                self.upnl[a] = self.notional[a] = self.mm[a] = self.im[a] = 0.0
         moved = block.swap_remove(slot)
         del inst.slots[a]
         if moved >= 0:

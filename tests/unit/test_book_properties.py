@@ -1,0 +1,232 @@
+"""Property: after ANY sequence of events the incremental book equals a from-scratch recompute.
+
+Random sequences of price ticks, position opens / changes / closes (cross and isolated, linear
+and inverse, across tier floors), balance updates, duplicates and stale sequence numbers are fed
+to the engine and to the naive reference; both must accept/reject the same events and agree on
+every account's equity, MM, IM, notional and utilization (rtol 1e-9 of gross notional), and on the
+risk states (the naive side replays the same hysteresis state machine; accounts whose utilization
+ever came within 1e-9 of a threshold are skipped, as float rounding may legitimately differ there).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.engine.config import EngineConfig
+from streams.engine.engine import RiskEngine
+from streams.engine.naive import NaiveBook
+from streams.engine.rejections import RejectedEvent
+from streams.engine.states import StateMachine
+from tests.builders import instrument, inverse_instrument, tiers
+
+INSTRUMENTS = [
+    instrument("BTC", tiers=tiers((0, 0.004, 125), (5_000, 0.01, 50), (40_000, 0.05, 10))),
+    instrument("ETH", fund="alts", liquidation_fee_ratio=0.002, impact_coef=0.2),
+    inverse_instrument("INV", contract_size=10.0, tiers=tiers((0, 0.01, 50), (2_000, 0.02, 25))),
+]
+BASE = {"BTC": 20_000.0, "ETH": 1_500.0, "INV": 300.0}
+ACCOUNTS = [f"a{i}" for i in range(5)]
+NAMES = list(BASE)
+
+prices = st.tuples(
+    st.just("price"),
+    st.sampled_from(NAMES),
+    st.one_of(st.floats(0.5, 1.5), st.sampled_from([0.5, 1.5])),
+)
+positions = st.tuples(
+    st.just("position"),
+    st.sampled_from(ACCOUNTS),
+    st.sampled_from([*NAMES, "NOPE"]),
+    st.one_of(
+        st.sampled_from([0.0, 0.1, -0.2, 1.0, -1.5, 2.5, -3.0]),
+        st.floats(-3.0, 3.0).filter(lambda x: abs(x) > 1e-6),
+    ),
+    st.floats(0.7, 1.3),
+    st.booleans(),
+    st.floats(0.0, 5_000.0),
+    st.sampled_from([-1, 0, 1, 1, 1, 2]),
+)
+balances = st.tuples(
+    st.just("balance"),
+    st.sampled_from(ACCOUNTS),
+    st.floats(-1_000.0, 50_000.0),
+    st.sampled_from([-1, 0, 1, 1, 2]),
+)
+events = st.lists(st.one_of(prices, positions, positions, balances), min_size=10, max_size=80)
+
+
+class Replay:
+    """Feeds one op list to the engine and the naive book, tracking the naive state machine."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.engine = RiskEngine(config)
+        self.naive = NaiveBook(config)
+        self.machine = StateMachine(config)
+        self.states: dict[str, int] = {}
+        self.ambiguous: set[str] = set()
+        self.seq: dict[object, int] = {}
+        self.thresholds = np.concatenate(
+            (config.utilization_thresholds(), config.utilization_thresholds() - config.hysteresis)
+        )
+        self.ts = 1.0
+        for inst in INSTRUMENTS:
+            self.engine.upsert_instrument(inst)
+            self.naive.upsert_instrument(inst)
+
+    def run(self, op: tuple) -> None:  # type: ignore[type-arg]
+        self.ts += 1.0
+        kind = op[0]
+        e_err = n_err = None
+        if kind == "price":
+            _, name, factor = op
+            mark = BASE[name] * factor
+            self.engine.apply_price_fast(name, mark, self.ts)
+            self.naive.apply_price(name, mark)
+        elif kind == "position":
+            _, acct, name, size, ef, iso, margin, dseq = op
+            seq = self.seq.get((acct, name), 0) + dseq
+            if seq < 0:
+                return
+            entry = BASE.get(name, 1.0) * ef
+            args = (acct, name, size, entry, iso, margin if iso else 0.0, seq)
+            try:
+                self.engine.apply_position_fast(*args, self.ts)
+            except RejectedEvent as exc:
+                e_err = exc.reason
+            try:
+                self.naive.apply_position(*args)
+            except RejectedEvent as exc:
+                n_err = exc.reason
+            if n_err is None:
+                self.seq[(acct, name)] = seq
+        else:
+            _, acct, wallet, dseq = op
+            seq = self.seq.get(acct, 0) + dseq
+            if seq < 0:
+                return
+            try:
+                self.engine.apply_balance_fast(acct, wallet, seq, self.ts)
+            except RejectedEvent as exc:
+                e_err = exc.reason
+            try:
+                self.naive.apply_balance(acct, wallet, seq)
+            except RejectedEvent as exc:
+                n_err = exc.reason
+            if n_err is None:
+                self.seq[acct] = seq
+        assert e_err == n_err
+        self._step_states()
+
+    def _step_states(self) -> None:
+        for acct in self.naive.accounts:
+            fig = self.naive.account_figures(acct)
+            util, eq = fig["utilization"], fig["equity"]
+            near = (math.isfinite(util) and np.any(np.abs(self.thresholds - util) < 1e-9)) or (
+                abs(eq) < 1e-9 * (1 + fig["notional"])
+            )
+            if near:
+                self.ambiguous.add(acct)
+            self.states[acct] = self.machine.next_state(util, eq, self.states.get(acct, 0))
+
+    def gross(self) -> float:
+        total = 1.0 + sum(abs(w) for w in self.naive.wallets.values())
+        for (_a, name), pos in self.naive.positions.items():
+            total += self.naive.position_figures(name, pos)[1] + abs(pos.isolated_margin)
+        return total
+
+    def check(self) -> None:
+        tol = 1e-9 * self.gross()
+        for acct in self.naive.accounts:
+            want = self.naive.account_figures(acct)
+            got = self.engine.account(acct)
+            assert got is not None
+            assert got.wallet_usd == want["wallet"]
+            assert abs(got.equity_usd - want["equity"]) <= tol
+            assert abs(got.maintenance_margin_usd - want["mm"]) <= tol
+            assert abs(got.initial_margin_usd - want["im"]) <= tol
+            assert abs(got.notional_usd - want["notional"]) <= tol
+            if acct not in self.ambiguous:
+                assert int(got.state) == self.states[acct], acct
+                if math.isfinite(want["utilization"]) and want["equity"] > tol * 1e3:
+                    assert math.isclose(
+                        got.utilization, want["utilization"], rel_tol=1e-6, abs_tol=1e-9
+                    )
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events)
+def test_incremental_book_equals_recompute(ops: list[tuple]) -> None:  # type: ignore[type-arg]
+    replay = Replay(EngineConfig())
+    for op in ops:
+        replay.run(op)
+    replay.check()
+    # resync (from the columns) must not move the sums beyond the drift tolerance
+    before = {a: replay.engine.account(a) for a in replay.naive.accounts}
+    replay.engine.resync()
+    tol = 1e-9 * replay.gross()
+    for a, b in before.items():
+        after = replay.engine.account(a)
+        assert b is not None and after is not None
+        assert abs(after.equity_usd - b.equity_usd) <= tol
+        assert abs(after.maintenance_margin_usd - b.maintenance_margin_usd) <= tol
+    replay.check()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(NAMES), st.floats(0.5, 1.5)), min_size=1, max_size=40))
+def test_conflated_batch_equals_sequential_ticks(ticks: list[tuple[str, float]]) -> None:
+    seq_replay = Replay(EngineConfig())
+    batch_replay = Replay(EngineConfig())
+    for r in (seq_replay, batch_replay):
+        for i, acct in enumerate(ACCOUNTS):
+            r.engine.apply_balance_fast(acct, 2_000.0 * (i + 1), 1, 0.0)
+            for j, name in enumerate(NAMES):
+                size = (1 if (i + j) % 2 else -1) * 0.3 * (i + 1)
+                r.engine.apply_position_fast(
+                    acct,
+                    name,
+                    size,
+                    BASE[name],
+                    j == 2 and i == 3,
+                    100.0 if j == 2 and i == 3 else 0.0,
+                    1,
+                    0.0,
+                )
+    for name, f in ticks:
+        seq_replay.engine.apply_price_fast(name, BASE[name] * f, 5.0)
+    ids = [batch_replay.engine.instrument_id(n) for n, _ in ticks]
+    batch_replay.engine.apply_prices_fast(ids, [BASE[n] * f for n, f in ticks], 5.0)
+    for acct in ACCOUNTS:
+        a, b = seq_replay.engine.account(acct), batch_replay.engine.account(acct)
+        assert a is not None and b is not None
+        assert math.isclose(a.equity_usd, b.equity_usd, rel_tol=1e-9, abs_tol=1e-6)
+        assert math.isclose(
+            a.maintenance_margin_usd, b.maintenance_margin_usd, rel_tol=1e-9, abs_tol=1e-6
+        )
+
+
+def test_closing_a_position_deletes_its_slot() -> None:
+    engine = RiskEngine()
+    for inst in INSTRUMENTS:
+        engine.upsert_instrument(inst)
+    for i, acct in enumerate(ACCOUNTS):
+        engine.apply_position_fast(acct, "BTC", 0.1 * (i + 1), 20_000.0, False, 0.0, 1, 1.0)
+    block = engine.book.instruments[engine.instrument_id("BTC")].cross
+    assert block is not None and block.n == 5
+    engine.apply_position_fast("a1", "BTC", 0.0, 20_000.0, False, 0.0, 2, 2.0)
+    assert block.n == 4
+    assert sorted(engine.book.account_names[a] for a in block.acct[: block.n]) == [
+        "a0",
+        "a2",
+        "a3",
+        "a4",
+    ]
+    acct = engine.account("a1")
+    assert acct is not None and acct.positions == 0 and acct.maintenance_margin_usd == 0.0
+    # the moved slot is still addressable
+    engine.apply_position_fast("a4", "BTC", 0.0, 20_000.0, False, 0.0, 2, 3.0)
+    assert block.n == 3
