@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -10,6 +11,7 @@ from streams.engine.rejections import RejectedEvent, Rejection, RejectReason
 from streams.engine.wire import Event, EventKind
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 async def validate(kind: EventKind, event: Any) -> Event | None:
@@ -39,15 +41,30 @@ async def reject(kind: EventKind, event: Any, rejection: Rejection) -> None:
 
 
 async def apply_with_sync(apply: Callable[[], T]) -> T:
-    """Run an engine update; on ``unknown_instrument`` let the reader catch up and retry once."""
+    """Run an engine update; on ``unknown_instrument`` let the reader catch up and retry once.
+
+    Raises :class:`RejectedEvent` for a rejected update. Any OTHER exception (a bug) is logged
+    and turned into :class:`InternalError` so the caller skips the event instead of crashing the
+    agent (a crashed agent would re-read the same event forever).
+    """
     try:
+        try:
+            return apply()
+        except RejectedEvent as exc:
+            if exc.reason is not RejectReason.UNKNOWN_INSTRUMENT:
+                raise
+            if not await runtime.ref.sync_instruments():
+                raise
         return apply()
-    except RejectedEvent as exc:
-        if exc.reason is not RejectReason.UNKNOWN_INSTRUMENT:
-            raise
-        if not await runtime.ref.sync_instruments():
-            raise
-    return apply()
+    except RejectedEvent:
+        raise
+    except Exception as exc:
+        log.exception("engine failed on an update; event skipped")
+        raise InternalError(str(exc)) from exc
+
+
+class InternalError(Exception):
+    """An engine bug on one event (logged); the event is skipped, the stream goes on."""
 
 
 async def reference_input(kind: EventKind, event: Any) -> None:

@@ -223,7 +223,12 @@ runtime.add_collector(CombinerCollector())
 async def publish_partials() -> None:
     if runtime.rebalancing or not runtime.ref.ready.is_set():
         return
-    for fund, body in partial_messages():
+    try:
+        messages = partial_messages()
+    except Exception:  # an engine bug must not kill the timer
+        log.exception("computing partials failed")
+        return
+    for fund, body in messages:
         await partials_topic.send(key=fund.encode(), value=json.dumps(body).encode())
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import faust
 
-from streams.agents._inputs import apply_with_sync, reject, validate
+from streams.agents._inputs import InternalError, apply_with_sync, reject, validate
 from streams.agents.runtime import runtime
 from streams.app import app, balances_table, balances_topic
 from streams.engine.models import BalanceUpdate
@@ -25,6 +25,8 @@ async def handle(event: faust.EventT) -> None:
     engine = await runtime.engine_for(partition)
     try:
         transitions = await apply_with_sync(lambda: engine.apply_balance(update))
+    except InternalError:
+        return
     except RejectedEvent as exc:
         await reject(EventKind.BALANCE, event, exc.rejection)
         return

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import faust
 
-from streams.agents._inputs import apply_with_sync, reject, validate
+from streams.agents._inputs import InternalError, apply_with_sync, reject, validate
 from streams.agents.runtime import runtime
 from streams.app import app, positions_table, positions_topic
 from streams.engine.models import PositionUpdate
@@ -35,6 +35,8 @@ async def handle(event: faust.EventT) -> None:
     engine = await runtime.engine_for(partition)
     try:
         transitions = await apply_with_sync(lambda: engine.apply_position(update))
+    except InternalError:
+        return
     except RejectedEvent as exc:
         await reject(EventKind.POSITION, event, exc.rejection)
         return

@@ -168,7 +168,11 @@ class ReferenceReader:
             self.skipped += 1
             return []
         self.applied += 1
-        return self.runtime.apply_reference(parsed)
+        try:
+            return self.runtime.apply_reference(parsed)
+        except Exception:  # an engine bug on one event must not stop the reader
+            log.exception("applying a reference event failed", extra={"topic": topic})
+            return []
 
     def _maybe_ready(self, pending: dict[TopicPartition, int]) -> None:
         if not pending and not self.runtime.ref.ready.is_set():

@@ -176,3 +176,24 @@ async def test_engine_rebuilt_from_tables_equals_live_engine(venue: Outbox) -> N
     assert runtime.metrics.sample("riskmon_worker_ready") == 1.0  # recovered + rebuilt
     runtime.on_revoked()  # next rebalance starts
     assert runtime.metrics.sample("riskmon_worker_ready") == 0.0
+
+
+async def test_engine_bug_skips_the_event_not_the_stream(
+    venue: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with positions_agent.test_context() as agent:
+        await agent.put(value=pos("ok-1"), key=b"ok-1", partition=0)
+        engine = runtime.engines[0]
+        real = engine.apply_position
+
+        def boom(update: Any) -> Any:
+            if update.account == "bad":
+                raise ZeroDivisionError("engine bug")
+            return real(update)
+
+        monkeypatch.setattr(engine, "apply_position", boom)
+        await agent.put(value=pos("bad"), key=b"bad", partition=0)
+        await agent.put(value=pos("ok-2"), key=b"ok-2", partition=0)
+    assert "bad" not in positions_table.data
+    assert {"ok-1", "ok-2"} <= set(positions_table.data)
+    assert accepted("positions") == 2
