@@ -4,7 +4,8 @@ riskmon *projects* bad debt from marks; this module *realizes* it, the way a ven
 
 * **Trigger.** After each price, a cross account whose margin utilization (MM / equity) is ≥ 1 —
   read from the risk engine's state transitions, never recomputed here — and an isolated
-  position whose own pool is liquidatable (margin library: tiered MM vs isolated margin + PnL)
+  position whose mark crossed its liquidation price (``margin.liquidation_price``, tier
+  re-selected at the price)
   get a liquidation order for each of their positions.
 * **Fill at the next price.** An order fills at the instrument's NEXT mark, worse by the
   square-root impact of its notional (``margin.liquidation_cost_usd`` with zero fee), like a
@@ -84,6 +85,7 @@ class Settlement:
     socialized_usd: float  # covered by ADL counterparties
     unallocated_usd: float  # left on the fund (no one could absorb it)
     fund_after_usd: float
+    fills: tuple[int, ...] = ()  # indices into the fills log
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,13 @@ class AdlReduction:
     mark: float
     pnl_usd: float  # the counterparty's profit on the closed size at mark
     loss_usd: float  # the part of that profit taken to cover bad debt
+
+
+@dataclass(frozen=True, slots=True)
+class _IsoColumns:
+    accounts: list[str]
+    size: np.ndarray
+    lp: np.ndarray  # liquidation price (nan: none)
 
 
 @dataclass(slots=True)
@@ -133,7 +142,7 @@ class VenueLiquidator:
         self._bal_seq: dict[str, int] = {}
         self.pending: dict[str, list[_Order]] = {n: [] for n in self.instruments}
         self._open_pools: dict[tuple[str, str], int] = {}  # (account, pool) -> unfilled orders
-        self._pool_fills: dict[tuple[str, str], list[Fill]] = {}
+        self._pool_fills: dict[tuple[str, str], list[int]] = {}
         self.fills: list[Fill] = []
         self.settlements: list[Settlement] = []
         self.adl: list[AdlReduction] = []
@@ -146,7 +155,7 @@ class VenueLiquidator:
                 self.stats.fees_usd,
             ):
                 d[fund] = 0.0
-        self._iso_cache: dict[str, list[tuple[str, SimPosition]]] | None = None
+        self._iso_cache: dict[str, _IsoColumns] | None = None
         self.ts_event = ts_event
 
     # -- public API ----------------------------------------------------------------------------
@@ -163,7 +172,7 @@ class VenueLiquidator:
             fill = self._fill(order, tick.mark_price, tick.ts_event)
             key = (order.account, order.pool)
             if fill is not None:
-                self._pool_fills.setdefault(key, []).append(fill)
+                self._pool_fills.setdefault(key, []).append(len(self.fills) - 1)
             self._open_pools[key] -= 1
             if self._open_pools[key] == 0:
                 if self._pool_fills.get(key):
@@ -206,34 +215,49 @@ class VenueLiquidator:
         self.stats.liquidations += 1
         return 1
 
-    def _isolated(self) -> dict[str, list[tuple[str, SimPosition]]]:
+    def _isolated(self) -> dict[str, _IsoColumns]:
+        """Isolated positions per instrument with their liquidation prices (margin library),
+        rebuilt only when positions change: a price then costs one vectorized comparison."""
         if self._iso_cache is None:
-            cache: dict[str, list[tuple[str, SimPosition]]] = {n: [] for n in self.instruments}
+            rows: dict[str, list[tuple[str, SimPosition]]] = {n: [] for n in self.instruments}
             for account, book in self.positions.items():
                 for p in book.values():
                     if p.margin_mode is MarginMode.ISOLATED:
-                        cache[p.instrument].append((account, p))
+                        rows[p.instrument].append((account, p))
+            cache: dict[str, _IsoColumns] = {}
+            for name, holders in rows.items():
+                inst = self.instruments[name]
+                lps = [
+                    margin.liquidation_price(
+                        inst.contract_type,
+                        p.size,
+                        inst.contract_size,
+                        p.entry_price,
+                        self.tables[name],
+                        p.isolated_margin,
+                    )
+                    for _, p in holders
+                ]
+                cache[name] = _IsoColumns(
+                    [a for a, _ in holders],
+                    np.array([p.size for _, p in holders], dtype=np.float64),
+                    np.array([np.nan if lp is None else lp for lp in lps], dtype=np.float64),
+                )
             self._iso_cache = cache
         return self._iso_cache
 
     def _queue_isolated(self, name: str) -> int:
-        holders = [
-            (a, p) for a, p in self._isolated().get(name, []) if (a, name) not in self._open_pools
-        ]
-        if not holders:
+        cols = self._isolated().get(name)
+        if cols is None or not cols.accounts:
             return 0
-        inst = self.instruments[name]
-        size = np.array([p.size for _, p in holders])
-        entry = np.array([p.entry_price for _, p in holders])
-        iso = np.array([p.isolated_margin for _, p in holders])
         mark = self.marks[name]
-        ctype = inst.contract_type.value
-        pnl = margin.unrealized_pnl_usd(ctype, size, inst.contract_size, entry, mark)
-        mm = margin.maintenance_margin_usd(self.tables[name], ctype, size, inst.contract_size, mark)
-        util = margin.margin_utilization(mm, iso + pnl)
+        with np.errstate(invalid="ignore"):
+            hit = ((cols.size > 0) & (mark <= cols.lp)) | ((cols.size < 0) & (mark >= cols.lp))
         n = 0
-        for i in np.flatnonzero(util >= 1.0):
-            account, _ = holders[int(i)]
+        for i in np.flatnonzero(hit):
+            account = cols.accounts[int(i)]
+            if (account, name) in self._open_pools:
+                continue
             self._open_pools[(account, name)] = 1
             self.pending[name].append(_Order(account, name, name, mark))
             self.stats.liquidations += 1
@@ -274,7 +298,8 @@ class VenueLiquidator:
 
     def _settle(self, account: str, pool: str, ts: float) -> list[VenueEvent]:
         key = (account, pool)
-        fills = self._pool_fills.pop(key, [])
+        fill_ids = self._pool_fills.pop(key, [])
+        fills = [self.fills[i] for i in fill_ids]
         del self._open_pools[key]
         events: list[VenueEvent] = []
         book = self.positions[account]
@@ -331,6 +356,7 @@ class VenueLiquidator:
                 socialized,
                 unallocated,
                 self.funds[fund],
+                tuple(fill_ids),
             )
         )
         s = self.stats
