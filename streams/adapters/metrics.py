@@ -284,7 +284,7 @@ def state_counts_open(engine: Any) -> dict[str, int]:
     held = getattr(book, "positions_of", None)
     states = getattr(book, "state", None)
     counts = dict.fromkeys(STATES, 0)
-    if held is None or states is None:
+    if book is None or held is None or states is None:
         for state, n in engine.state_counts().items():
             label = getattr(state, "label", None) or str(state).lower()
             counts[label] = counts.get(label, 0) + int(n)
