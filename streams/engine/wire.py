@@ -6,7 +6,7 @@ model. ``EXAMPLES`` holds one documented, canonical message per kind (the README
 
 Parsing is strict JSON-mode pydantic: numbers must be JSON numbers (not strings or booleans),
 integers must be integral, enums are their string values. JSON ``NaN``/``Infinity`` literals and
-overflowing numbers such as ``1e999`` are accepted by the decoder and rejected as ``non_finite``.
+overflowing numbers such as ``1e999`` (or a 400-digit integer) are rejected as ``non_finite``.
 """
 
 from __future__ import annotations
@@ -136,6 +136,8 @@ def _classify(err: Any) -> RejectReason:
     kind: str = err["type"]
     loc: tuple[int | str, ...] = err["loc"]
     value = err.get("input")
+    if kind == "json_invalid" and "number out of range" in str(err.get("msg", "")):
+        return RejectReason.NON_FINITE  # a number too large for float64 (an integer literal)
     if kind in _MALFORMED_TYPES or (kind in {"model_type", "model_attributes_type"} and not loc):
         return RejectReason.MALFORMED
     if isinstance(value, float) and not math.isfinite(value):

@@ -93,6 +93,7 @@ def test_schema_for_positions() -> None:
         (PRICE, b'{"instrument":"BTCUSDT","mark_price":NaN,"ts_event":1}'),
         (PRICE, b'{"instrument":"BTCUSDT","mark_price":Infinity,"ts_event":1}'),
         (PRICE, b'{"instrument":"BTCUSDT","mark_price":1,"ts_event":1e999}'),  # overflows to inf
+        (PRICE, b'{"instrument":"BTCUSDT","mark_price":1' + b"0" * 400 + b',"ts_event":1}'),
         (PRICE, with_field(PRICE, index_price=float("-inf"))),
         (POSITION, with_field(POSITION, size=float("nan"))),
         (EventKind.BALANCE, with_field(EventKind.BALANCE, wallet_balance=float("-inf"))),
