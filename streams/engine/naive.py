@@ -47,8 +47,9 @@ class PoolFigures:
     mm: float
     cost: float
     upnl: float
-    notional_by_fund: dict[str, float]
+    notional_by_fund: dict[str, float]  # at the shocked marks
     slope: float  # d equity / d s under a uniform shock (sign = net side)
+    current_notional_by_fund: dict[str, float]  # at the current marks: the fund weights
 
 
 @dataclass
@@ -184,7 +185,7 @@ class NaiveBook:
     def pools(self, shock_of: Callable[[str], float]) -> list[PoolFigures]:
         """Every margin pool (cross account, isolated position) under per-instrument shocks."""
         cross: dict[str, PoolFigures] = {
-            a: PoolFigures(self.wallets[a], 0.0, 0.0, 0.0, {}, 0.0) for a in self.accounts
+            a: PoolFigures(self.wallets[a], 0.0, 0.0, 0.0, {}, 0.0, {}) for a in self.accounts
         }
         has_cross: set[str] = set()
         out: list[PoolFigures] = []
@@ -192,8 +193,11 @@ class NaiveBook:
             s = shock_of(instrument)
             u, n, m, _, c, slope = self.position_figures(instrument, pos, s)
             fund = self.instruments[instrument].fund
+            n0 = self.position_figures(instrument, pos)[1]
             if pos.isolated:
-                out.append(PoolFigures(pos.isolated_margin + u, m, c, u, {fund: n}, slope))
+                out.append(
+                    PoolFigures(pos.isolated_margin + u, m, c, u, {fund: n}, slope, {fund: n0})
+                )
                 continue
             p = cross[acct]
             has_cross.add(acct)
@@ -203,6 +207,7 @@ class NaiveBook:
             p.upnl += u
             p.slope += slope
             p.notional_by_fund[fund] = p.notional_by_fund.get(fund, 0.0) + n
+            p.current_notional_by_fund[fund] = p.current_notional_by_fund.get(fund, 0.0) + n0
         out.extend(cross[a] for a in self.accounts if a in has_cross)
         return out
 
@@ -212,7 +217,8 @@ class NaiveBook:
         """Per fund: bad debt (lower/upper bound for ties), profitable uPnL bounds, sides.
 
         A pool is liquidatable when MM ≥ equity (or equity < 0); bad debt = max(0, cost − equity)
-        of liquidatable pools, attributed to funds pro rata to the pool's notional per fund.
+        of liquidatable pools, attributed to funds pro rata to the pool's CURRENT notional per
+        fund (so a fund's share does not move with the scenario).
         """
         out: dict[str, dict[str, float]] = {}
         keys = (
@@ -225,11 +231,11 @@ class NaiveBook:
             "liq_notional",
         )
         for pool in self.pools(shock_of):
-            total = sum(pool.notional_by_fund.values())
+            total = sum(pool.current_notional_by_fund.values())
             if total > 0:
-                weights = {f: n / total for f, n in pool.notional_by_fund.items()}
+                weights = {f: n / total for f, n in pool.current_notional_by_fund.items()}
             else:
-                weights = {next(iter(pool.notional_by_fund)): 1.0}
+                weights = {next(iter(pool.current_notional_by_fund)): 1.0}
             bad = max(0.0, pool.cost - pool.equity)
             liq_sure = pool.mm >= pool.equity + slack or pool.equity < -slack
             liq_maybe = pool.mm >= pool.equity - slack or pool.equity < slack
