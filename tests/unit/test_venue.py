@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -20,14 +21,15 @@ from tests.builders import Event, random_venue
 CONFIG = EngineConfig()
 
 
-def load(events: list[Event], keep: object = None) -> tuple[RiskEngine, NaiveBook]:
+def load(
+    events: list[Event], keep: Callable[[str], bool] | None = None
+) -> tuple[RiskEngine, NaiveBook]:
     """Feed events to an engine and the naive book; ``keep(account)`` filters accounts."""
     engine = RiskEngine(CONFIG)
     naive = NaiveBook(CONFIG)
     for ev in events:
-        if isinstance(ev, PositionUpdate | BalanceUpdate) and keep is not None:
-            if not keep(ev.account):  # type: ignore[operator]
-                continue
+        if isinstance(ev, PositionUpdate | BalanceUpdate) and keep and not keep(ev.account):
+            continue
         engine.apply(ev)
         if isinstance(ev, Instrument):
             naive.upsert_instrument(ev)
