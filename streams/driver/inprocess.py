@@ -25,7 +25,7 @@ from streams.adapters.metrics import (
     snapshot_from_engine,
     state_counts_open,
 )
-from streams.engine.engine import Applied, FundReport, RiskEngine
+from streams.engine.engine import Applied, FundPartial, FundReport, RiskEngine
 from streams.engine.models import (
     BalanceUpdate,
     FundUpdate,
@@ -58,6 +58,7 @@ class VenueReportPoint:
     reports: Mapping[str, FundReport]
     state_counts: Mapping[str, int]
     snapshot: MetricsSnapshot | None  # built only when metrics are exported
+    partials: Mapping[str, FundPartial] | None = None  # the engine's per-fund partials
 
 
 @dataclass
@@ -180,14 +181,15 @@ class InProcessDriver:
     def report(self, ts_event: float | None = None) -> VenueReportPoint:
         """Compute the venue figures now, publish the metrics snapshot, call ``on_report``."""
         ts = self.ts_event if ts_event is None else ts_event
-        reports = self.engine.venue()
+        partials = self.engine.partials()
+        reports = self.engine.venue(partials)
         for fund, balance in self.engine.fund_balances.items():
             reports.setdefault(fund, _empty_report(self.engine, fund, balance))
         snapshot = None
         if self.metrics is not None:
             snapshot = snapshot_from_engine(self.engine, reports, ts_event=ts)
         counts = state_counts_open(self.engine)
-        point = VenueReportPoint(float(ts or 0.0), reports, counts, snapshot)
+        point = VenueReportPoint(float(ts or 0.0), reports, counts, snapshot, partials)
         self.last_report = point
         self.stats.reports += 1
         if self.metrics is not None and snapshot is not None:

@@ -1,0 +1,230 @@
+"""The demo's live terminal view (rich): funds, stress, states, top accounts, ADL queue.
+
+``render(view)`` builds one frame from a :class:`DemoView` — plain data collected by the demo
+loop on the engine's thread — so the view never touches the engine itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+STATE_STYLE = {
+    "healthy": "green",
+    "watch": "yellow",
+    "at_risk": "dark_orange",
+    "liquidatable": "red",
+    "underwater": "magenta",
+}
+
+
+def usd(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "—"
+    sign = "-" if x < 0 else ""
+    a = abs(x)
+    if a >= 1e9:
+        return f"{sign}${a / 1e9:.2f}B"
+    if a >= 1e6:
+        return f"{sign}${a / 1e6:.2f}M"
+    if a >= 1e3:
+        return f"{sign}${a / 1e3:.1f}k"
+    return f"{sign}${a:.0f}"
+
+
+def shock(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "survives ±50 %"
+    if x <= 0:
+        return "EXHAUSTED NOW"
+    return f"{100 * x:.1f} %"
+
+
+@dataclass
+class AccountRow:
+    account: str
+    state: str
+    utilization: float
+    equity_usd: float
+    notional_usd: float
+    liquidation_distance_down: float
+    liquidation_distance_up: float
+
+
+@dataclass
+class AdlRow:
+    fund: str
+    side: str  # "long" | "short" (the side that would be deleveraged)
+    account: str
+    instrument: str
+    notional_usd: float
+    upnl_usd: float
+    score: float
+
+
+@dataclass
+class DemoView:
+    sim_ts: float = 0.0
+    phase: str = "drift"
+    speed: float = 1.0
+    elapsed_s: float = 0.0
+    duration_s: float = 0.0
+    metrics_url: str = ""
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # name -> (now, start)
+    funds: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    states: Mapping[str, int] = field(default_factory=dict)
+    top: Sequence[AccountRow] = ()
+    adl: Sequence[AdlRow] = ()
+    adl_active: bool = False
+    events: int = 0
+    liquidations: int = 0
+    transitions: Sequence[str] = ()
+
+
+def _header(v: DemoView) -> RenderableType:
+    when = datetime.fromtimestamp(v.sim_ts, tz=UTC).strftime("%H:%M:%S")
+    phase_style = {"drift": "green", "crash": "bold red", "aftermath": "yellow"}.get(v.phase, "")
+    t = Text()
+    t.append("riskmon demo ", style="bold")
+    t.append(f" sim {when} UTC  ×{v.speed:g}  ")
+    t.append(f" {v.phase.upper()} ", style=f"reverse {phase_style}")
+    t.append(
+        f"  {v.elapsed_s:.0f}/{v.duration_s:.0f} s  events {v.events:,}  "
+        f"liquidations {v.liquidations:,}  "
+    )
+    t.append(f"metrics {v.metrics_url}", style="dim")
+    prices = Text()
+    for name, (now, start) in sorted(v.prices.items()):
+        change = 100 * (now / start - 1) if start else 0.0
+        style = "red" if change < -0.05 else "green" if change > 0.05 else ""
+        prices.append(f"{name} {now:,.6g} ")
+        prices.append(f"({change:+.1f} %)   ", style=style)
+    return Group(t, prices)
+
+
+def _funds(v: DemoView) -> RenderableType:
+    table = Table(
+        expand=True,
+        title="Insurance funds — projected bad debt (liquidate everything liquidatable now)",
+        title_justify="left",
+    )
+    for col in (
+        "fund",
+        "balance",
+        "realized bad debt",
+        "bad debt now",
+        "−10 %",
+        "−20 %",
+        "−30 %",
+        "socialized now",
+        "exhaustion ↓",
+        "exhaustion ↑",
+    ):
+        table.add_column(col, justify="right" if col != "fund" else "left")
+    for name, f in sorted(v.funds.items()):
+        bad = f.get("bad_debt", {})
+        balance = f.get("balance_usd", 0.0)
+
+        def cell(x: float | None, balance: float = balance) -> Text:
+            style = "bold red" if x is not None and x > balance else ("yellow" if x else "")
+            return Text(usd(x), style=style)
+
+        ex_dn = f.get("exhaustion_down")
+        ex_up = f.get("exhaustion_up")
+        table.add_row(
+            name,
+            usd(balance),
+            usd(f.get("realized_bad_debt_usd")),
+            cell(bad.get("current")),
+            cell(bad.get("uniform_down_10")),
+            cell(bad.get("uniform_down_20")),
+            cell(bad.get("uniform_down_30")),
+            Text(usd(f.get("socialized_usd")), style="bold red" if f.get("socialized_usd") else ""),
+            Text(shock(ex_dn), style="bold red" if ex_dn is not None and ex_dn < 0.1 else ""),
+            Text(shock(ex_up), style="bold red" if ex_up is not None and ex_up < 0.1 else ""),
+        )
+    return table
+
+
+def _states(v: DemoView) -> RenderableType:
+    total = max(1, sum(v.states.values()))
+    t = Text()
+    for state, style in STATE_STYLE.items():
+        n = v.states.get(state, 0)
+        width = 0 if n == 0 else max(1, round(40 * n / total))
+        t.append(f"{state:>12} {n:>6,} ", style=style)
+        t.append("█" * width + "\n", style=style)
+    return Panel(t, title="Accounts by risk state (with open positions)", title_align="left")
+
+
+def _top(v: DemoView) -> RenderableType:
+    table = Table(expand=True, title="Top at-risk accounts", title_justify="left")
+    for col in ("account", "state", "utilization", "equity", "notional", "to liq ↓", "to liq ↑"):
+        table.add_column(col, justify="left" if col in ("account", "state") else "right")
+    for r in v.top:
+        util = "∞" if not math.isfinite(r.utilization) else f"{r.utilization:.2f}"
+
+        def dist(x: float) -> str:
+            if not math.isfinite(x):
+                return "—"
+            return "> 500 %" if x > 5 else f"{100 * x:.1f} %"
+
+        table.add_row(
+            r.account,
+            Text(r.state, style=STATE_STYLE.get(r.state, "")),
+            util,
+            usd(r.equity_usd),
+            usd(r.notional_usd),
+            dist(r.liquidation_distance_down),
+            dist(r.liquidation_distance_up),
+        )
+    return table
+
+
+def _adl(v: DemoView) -> RenderableType:
+    title = (
+        "ADL queue — the fund cannot cover projected bad debt: these positions would be "
+        "deleveraged first"
+        if v.adl_active
+        else "ADL queue if the fund ran out (first in line per side)"
+    )
+    table = Table(
+        expand=True,
+        title=title,
+        title_justify="left",
+        title_style="bold red" if v.adl_active else "",
+    )
+    for col in ("fund", "side", "account", "instrument", "notional", "profit", "score"):
+        table.add_column(col, justify="right" if col in ("notional", "profit", "score") else "left")
+    for r in v.adl:
+        table.add_row(
+            r.fund,
+            r.side,
+            r.account,
+            r.instrument,
+            usd(r.notional_usd),
+            usd(r.upnl_usd),
+            f"{r.score:.3g}",
+        )
+    return table
+
+
+def render(v: DemoView) -> RenderableType:
+    parts: list[RenderableType] = [_header(v), _funds(v), _states(v), _top(v), _adl(v)]
+    if v.transitions:
+        parts.append(
+            Panel(
+                Text("\n".join(v.transitions[-5:])),
+                title="Latest risk-state transitions",
+                title_align="left",
+            )
+        )
+    return Group(*parts)
