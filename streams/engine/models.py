@@ -8,6 +8,7 @@ Times are ``ts_event``: Unix seconds (float, UTC) at which the venue produced th
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from enum import IntEnum, StrEnum
 from typing import Annotated
 
@@ -71,7 +72,8 @@ class Instrument(Frozen):
     contract_size: PositiveFinite = 1.0
     tiers: tuple[MarginTier, ...] = Field(min_length=1)
     liquidation_fee_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.005
-    # Square-root impact of a forced close: slippage_ratio = impact_coef × sqrt(notional / depth_usd).
+    # Square-root impact of a forced close:
+    # slippage_ratio = impact_coef × sqrt(notional / depth_usd).
     depth_usd: PositiveFinite = 10_000_000.0
     impact_coef: NonNegativeFinite = 0.5
     fund: Name = "main"
@@ -81,9 +83,9 @@ class Instrument(Frozen):
         floors = [t.floor_notional_usd for t in self.tiers]
         if floors[0] != 0:
             raise ValueError("the first margin tier must start at notional 0")
-        if any(b <= a for a, b in zip(floors, floors[1:], strict=False)):
+        if any(b <= a for a, b in pairwise(floors)):
             raise ValueError("margin tier floors must be strictly increasing")
-        if any(b.mmr < a.mmr for a, b in zip(self.tiers, self.tiers[1:], strict=False)):
+        if any(b.mmr < a.mmr for a, b in pairwise(self.tiers)):
             raise ValueError("maintenance margin rates must not decrease with notional")
         if any(1 / t.max_leverage < t.mmr for t in self.tiers):
             raise ValueError("initial margin rate (1/max_leverage) must be ≥ the maintenance rate")

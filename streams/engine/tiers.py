@@ -43,7 +43,8 @@ class TierTable:
         floors = np.array([t.floor_notional_usd for t in tiers], dtype=np.float64)
         mmr = np.array([t.mmr for t in tiers], dtype=np.float64)
         imr = 1.0 / np.array([t.max_leverage for t in tiers], dtype=np.float64)
-        return cls(floors, mmr, maintenance_amounts(floors, mmr), imr, maintenance_amounts(floors, imr))
+        mm_amount = maintenance_amounts(floors, mmr)
+        return cls(floors, mmr, mm_amount, imr, maintenance_amounts(floors, imr))
 
     @classmethod
     def of(cls, instrument: Instrument) -> TierTable:
