@@ -8,8 +8,8 @@ Times are ``ts_event``: Unix seconds (float, UTC) at which the venue produced th
 from __future__ import annotations
 
 import math
-from itertools import pairwise
 from enum import IntEnum, StrEnum
+from itertools import pairwise
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
