@@ -601,13 +601,16 @@ class WatchListSink:
             return True
         for a, b in (
             (old.utilization_score(), new.utilization_score()),
-            (old.distance_score(), new.distance_score()),
             (old.equity_usd, new.equity_usd),
+            (old.mm_usd, new.mm_usd),
+            (old.distance_to_liquidation_ratio, new.distance_to_liquidation_ratio),
+            (old.distance_to_bankruptcy_ratio, new.distance_to_bankruptcy_ratio),
+            (old.liquidation_probability, new.liquidation_probability),
         ):
-            if a == b:
+            if a == b or (math.isnan(a) and math.isnan(b)):
                 continue
             if not (math.isfinite(a) and math.isfinite(b)):
-                return True
+                return True  # NaN (not computed yet) -> a value, or to/from infinity
             if abs(a - b) > self.tolerance * max(abs(a), abs(b), 1e-9):
                 return True
         return False

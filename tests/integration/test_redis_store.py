@@ -303,8 +303,18 @@ async def test_engine_crash_published_and_recovered(store: RedisWatchList) -> No
         rows = await store.top(1_000)
         if all(math.isfinite(r["distance_to_liquidation_ratio"]) for r in rows):
             break
+    assert all(math.isfinite(r["distance_to_liquidation_ratio"]) for r in rows)
+    assert all(math.isfinite(r["distance_to_bankruptcy_ratio"]) for r in rows)
     watched = {a.account for a in engine.top_at_risk(1_000) if a.state >= RiskState.WATCH}
     assert watched and {r["account"] for r in rows} == watched
+    # what Redis holds is what the engine says, account by account
+    for r in rows[:20]:
+        risk = engine.account(r["account"])
+        assert risk is not None
+        assert r["equity_usd"] == pytest.approx(risk.equity_usd)
+        assert r["distance_to_liquidation_ratio"] == pytest.approx(
+            min(risk.liquidation_distance_down, risk.liquidation_distance_up)
+        )
     utils = [r["utilization_ratio"] for r in rows]
     assert utils == sorted(utils, reverse=True)
     # equity ≤ 0 (utilization inf) ranks first, the largest deficit first
