@@ -207,8 +207,8 @@ class EngineWatchRows:
         engine: Any,
         n: int,
         *,
-        budget_s: float = 0.05,
-        min_refresh: int = 16,
+        budget_s: float = 0.02,
+        min_refresh: int = 8,
         tolerance: float = 0.01,
     ) -> None:
         self.engine = engine
@@ -291,19 +291,26 @@ class EngineWatchRows:
 _ENGINE_ROWS: weakref.WeakKeyDictionary[Any, EngineWatchRows] = weakref.WeakKeyDictionary()
 
 
-def rows_from_engine(engine: Any, n: int, ts_event: float | None = None) -> list[WatchRow]:
+def rows_from_engine(
+    engine: Any, n: int, ts_event: float | None = None, *, budget_s: float | None = None
+) -> list[WatchRow]:
     """The engine's current watch list: at most ``n`` accounts in state ≥ watch, worst first.
 
     Incremental and time-budgeted per call (one :class:`EngineWatchRows` per engine, kept here),
-    so it is safe to call every flush on the event loop.
+    so it is safe to call every flush on the event loop. A worker with several engines should
+    split its budget: ``budget_s = 0.05 / len(engines)``.
     """
     try:
         rows = _ENGINE_ROWS.get(engine)
     except TypeError:  # not weak-referenceable: no cache
-        return EngineWatchRows(engine, n)(ts_event)
+        rows = None
     if rows is None:
-        rows = _ENGINE_ROWS[engine] = EngineWatchRows(engine, n)
+        rows = EngineWatchRows(engine, n)
+        with contextlib.suppress(TypeError):
+            _ENGINE_ROWS[engine] = rows
     rows.n = n
+    if budget_s is not None:
+        rows.budget_s = budget_s
     return rows(ts_event)
 
 

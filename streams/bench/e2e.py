@@ -338,8 +338,8 @@ class WorkerProcess:
                 self.proc.wait(timeout=10)
         self._log.close()
 
-    def cleanup(self) -> None:
-        shutil.rmtree(self.dir / "data", ignore_errors=True)
+    def cleanup(self, keep_log: bool = False) -> None:
+        shutil.rmtree(self.dir / "data" if keep_log else self.dir, ignore_errors=True)
 
 
 async def wait_consumed(
@@ -396,6 +396,7 @@ async def run_bench(cfg: BenchConfig) -> BenchResult:
     )
     await ensure_topics(cfg.bootstrap, topics, cfg.partitions)
     worker: WorkerProcess | None = None
+    ok = False
     try:
         t = time.monotonic()
         messages = itertools.chain(
@@ -457,7 +458,7 @@ async def run_bench(cfg: BenchConfig) -> BenchResult:
         say(f"baseline: {n} records in {seconds:.2f}s = {base:,.0f}/s")
         if events_per_s is not None and base > 0:
             ratio = events_per_s / base
-        return BenchResult(
+        result = BenchResult(
             events_per_s=events_per_s,
             baseline_events_per_s=base,
             ratio=ratio,
@@ -479,10 +480,14 @@ async def run_bench(cfg: BenchConfig) -> BenchResult:
             },
             notes=notes,
         )
+        ok = True
+        return result
     finally:
         if worker is not None:
             worker.stop()
-            worker.cleanup()
+            worker.cleanup(keep_log=not ok)
+            if not ok:
+                say(f"worker log kept: {worker.log_path}")
         if not cfg.keep_topics:
             with contextlib.suppress(Exception):
                 names = list(topics.values()) + (worker.extra_topics if worker else [])
