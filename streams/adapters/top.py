@@ -36,16 +36,31 @@ STATE_STYLE = {
 }
 
 
+def _redis_defaults() -> tuple[str, str]:
+    """(url, prefix) from ``RISKMON_REDIS__URL`` / ``RISKMON_REDIS__PREFIX`` (the settings)."""
+    try:
+        from streams.settings import get_settings
+
+        r = get_settings().redis
+        return r.url, r.prefix
+    except Exception:  # invalid environment: fall back to the defaults
+        return (
+            os.environ.get("RISKMON_REDIS__URL", DEFAULT_REDIS_URL),
+            os.environ.get("RISKMON_REDIS__PREFIX", DEFAULT_PREFIX),
+        )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    url, prefix = _redis_defaults()
     parser.add_argument(
         "--redis-url",
-        default=os.environ.get("RISKMON_REDIS_URL", DEFAULT_REDIS_URL),
-        help="Redis URL (default: $RISKMON_REDIS_URL or %(default)s)",
+        default=url,
+        help="Redis URL (default: $RISKMON_REDIS__URL, here %(default)s)",
     )
     parser.add_argument(
         "--prefix",
-        default=os.environ.get("RISKMON_REDIS_PREFIX", DEFAULT_PREFIX),
-        help="key prefix of the venue's watch list (default: %(default)s)",
+        default=prefix,
+        help="key prefix of the venue's watch list ($RISKMON_REDIS__PREFIX, here %(default)s)",
     )
     parser.add_argument(
         "--by",
