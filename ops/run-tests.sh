@@ -30,9 +30,19 @@ stop_stack() {
   stopped=1
   "$ROOT/ops/stack.sh" down "$RUN_DIR" || say "WARNING: stopping the stack in $RUN_DIR failed"
 }
+PYTEST_PID=""
+# shellcheck disable=SC2329  # invoked from the traps below
+on_signal() {  # $1 = exit code. Let pytest tear down its per-test servers, then stop the stack.
+  say "interrupted (exit $1)"
+  if [[ -n "$PYTEST_PID" ]] && kill -0 "$PYTEST_PID" 2>/dev/null; then
+    kill -TERM "$PYTEST_PID" 2>/dev/null  # tests/conftest.py turns SIGTERM into KeyboardInterrupt
+    wait "$PYTEST_PID"
+  fi
+  exit "$1"
+}
 trap stop_stack EXIT
-trap 'say "interrupted"; exit 130' INT
-trap 'say "terminated"; exit 143' TERM
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
 
 [[ -x "$PY" ]] || { say "no virtualenv at $VENV (run: make venv)"; exit 1; }
 
@@ -56,8 +66,13 @@ fi
 declare -a extra=()
 if [[ -n "${PYTEST_ARGS:-}" ]]; then eval "extra=(${PYTEST_ARGS})"; fi
 say "pytest ${extra[*]:-}"
-"$PY" -m pytest --timeout="${PYTEST_TIMEOUT:-600}" "${extra[@]}"
+# In the background + `wait`, so a signal to this script is handled at once (a trap
+# would otherwise wait for pytest to finish); on_signal forwards it to pytest.
+"$PY" -m pytest --timeout="${PYTEST_TIMEOUT:-600}" "${extra[@]}" </dev/null &
+PYTEST_PID=$!
+wait "$PYTEST_PID"
 rc=$?
+PYTEST_PID=""
 
 if [[ $rc -ne 0 ]]; then
   [[ $rc -eq 5 ]] && say "pytest collected no tests (exit 5) - that is a failure"

@@ -115,7 +115,7 @@ fetch_jars() {
   mkdir -p "$(dirname "$LIB_DIR")"
   exec 8>"$LIB_DIR.lock"; flock 8          # concurrent first runs fetch once
   if [[ -f "$LIB_DIR/.complete" ]]; then exec 8>&-; return 0; fi
-  local tmp="$LIB_DIR.tmp.$$" t0=$SECONDS mvn_args=(-q -B)
+  local tmp="$LIB_DIR.tmp.$$" t0=$SECONDS mvn_args=(-q -B -Dstyle.color=never)
   [[ -n "${MVN_REPO_LOCAL:-}" ]] && mvn_args+=("-Dmaven.repo.local=$MVN_REPO_LOCAL")
   rm -rf "$tmp"; mkdir -p "$tmp"
   log "fetching Kafka $KAFKA_VERSION jars from Maven Central into $LIB_DIR (first run only)"
