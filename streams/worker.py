@@ -111,6 +111,16 @@ async def ensure_topics(settings: Any) -> list[str]:
         t.dead_letters: (k.partitions, {}),
         t.partials: (1, {}),
     }
+    # The tables' changelogs too: faust would create them itself, but its consumer then reads
+    # the metadata right away and may cache a just-created topic with no partitions yet
+    # (PartitionsMismatch "changelog topic has 0 partitions" until the next metadata refresh).
+    from streams.app import balances_table, partials_table, positions_table
+
+    for table in (positions_table, balances_table, partials_table):
+        wanted[table.changelog_topic.get_topic_name()] = (
+            int(table.partitions or k.partitions),
+            {"cleanup.policy": "compact"},
+        )
     admin = AIOKafkaAdminClient(**k.client_kwargs())
     await admin.start()
     try:
@@ -123,9 +133,35 @@ async def ensure_topics(settings: Any) -> list[str]:
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
                 await admin.create_topics(new)
+        await _wait_for_leaders(admin, list(wanted))
         return [n.name for n in new]
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: Any, topics: list[str], timeout: float = 30.0) -> None:
+    """Until every partition of ``topics`` has a leader (so consumers see complete metadata)."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        metas = await admin.describe_topics(topics)
+        pending = [
+            m.get("topic")
+            for m in metas
+            if m.get("error_code")
+            or not m.get("partitions")
+            or any(p.get("leader", -1) < 0 for p in m["partitions"])
+        ]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            logging.getLogger("streams.worker").warning(
+                "topics without leaders", extra={"topics": pending}
+            )
+            return
+        await asyncio.sleep(0.2)
 
 
 def _sidecar(settings: Any, runtime: Any) -> Any:
