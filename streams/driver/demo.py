@@ -285,6 +285,7 @@ class Demo:
         except KeyboardInterrupt:
             pass
         finally:
+            self.driver.report()  # the final state, so the last snapshot matches the book
             self.metrics.set_ready(False)
             server.shutdown()
         print(
