@@ -52,7 +52,7 @@ def oct_2025(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"run": run, "out": out, "files": files}
 
 
-# -- independent recomputations ---------------------------------------------------------------------
+# -- independent recomputations ----------------------------------------------------------------
 
 
 def _realized_from_fills(report: dict[str, Any]) -> dict[str, float]:
@@ -110,7 +110,7 @@ def _naive_final_bad_debt(book_json: str) -> dict[str, float]:
     return {f: v["bad_lo"] for f, v in figures.items()}
 
 
-# -- tests ------------------------------------------------------------------------------------------
+# -- tests -----------------------------------------------------------------------------------
 
 
 @pytest.mark.slow

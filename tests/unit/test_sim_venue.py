@@ -42,7 +42,7 @@ def test_realistic_book(venue: Venue) -> None:
     assert 0.05 < iso / len(positions) < 0.2
     # leverage per position (notional / margin): mostly 2–20x, a tail to 50–100x
     lev = []
-    for a, p in positions:
+    for _, p in positions:
         inst = venue.instrument(p.instrument)
         n = position_notional(inst, p.size, p.entry_price)
         margin = p.isolated_margin if p.margin_mode is MarginMode.ISOLATED else None
@@ -52,7 +52,7 @@ def test_realistic_book(venue: Venue) -> None:
     assert np.mean((lev_a >= 1.5) & (lev_a <= 21)) > 0.7
     assert np.any(lev_a > 40)
     # nobody exceeds the bracket's max leverage at its notional
-    for a, p in positions:
+    for _, p in positions:
         if p.margin_mode is MarginMode.ISOLATED:
             inst = venue.instrument(p.instrument)
             table = TierTable.of(inst)
