@@ -2,16 +2,19 @@
 
 Layout
 ------
-* Accounts are dense indices (``account_index``); per-account arrays hold the cross wallet and the
-  sums over the account's **cross** positions: unrealized PnL, notional, maintenance and initial
-  margin (USD), plus the risk state and the balance sequence number.
+* Accounts are dense indices (``account_index``); per-account arrays hold the cross wallet, the
+  equity (wallet + Σ uPnL of the **cross** positions) and Σ maintenance margin of the cross
+  positions, kept by deltas, plus the risk state, its utilization band and the balance sequence
+  number. Notional and IM per account are derived from the columns on demand (no hot-path
+  consumer needs them).
 * Each instrument owns two column blocks (cross, isolated): account index, size, entry and the
   position's derivatives with respect to the mark (``qv`` = d uPnL / d mark, ``aq`` = d notional /
   d mark, ``ms``/``ims`` = d MM / d mark and d IM / d mark within the current margin tier). Arrays
   grow by doubling; closing a position swap-removes its slot.
 * A price tick on an instrument moves every cross holder's sums by ``slope × Δmark`` in one
   vectorized step (an account holds at most one position per instrument, so a plain fancy-index
-  ``+=`` is exact). When the new mark leaves the band in which no holder changes margin tier, the
+  ``+=`` is exact); only holders whose utilization leaves their state's band run the state
+  machine. When the new mark leaves the band in which no holder changes margin tier, the
   instrument is revalued exactly (old values subtracted, new ones added) and the band recomputed.
 * Isolated positions are their own margin pools (equity = isolated margin + uPnL); they do not
   enter the account sums and are valued from the columns when needed (stress, queries).
@@ -235,11 +238,23 @@ def block_values(inst: InstrumentState, block: Block, mark: float) -> BlockValue
 
 
 class AccountBook:
-    """Positions and balances of a set of accounts; per-account sums maintained by deltas."""
+    """Positions and balances of a set of accounts; per-account sums maintained by deltas.
+
+    Per account (dense index ``a``): ``wallet``, ``equity`` (= wallet + Σ cross uPnL) and ``mm``
+    (Σ cross MM) are kept by deltas; notional, IM and uPnL per position are derived from the
+    columns when asked for. ``state`` is the risk state, and ``[band_lo, band_hi)`` the
+    utilization band in which that state cannot change — a tick only runs the state machine for
+    the holders whose new utilization left their band.
+    """
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
         self.machine = StateMachine(self.config)
+        up = self.config.utilization_thresholds()
+        down = up - self.config.hysteresis
+        # band of each state: [lo, hi) in utilization = MM / equity (equity < 0 → negative)
+        self._band_lo = np.array([0.0, down[0], down[1], down[2], -np.inf])
+        self._band_hi = np.array([up[0], up[1], up[2], np.inf, 0.0])
         self.instruments: list[InstrumentState] = []
         self.instrument_index: dict[str, int] = {}
         self.funds: list[str] = []
@@ -249,11 +264,11 @@ class AccountBook:
         self.n_accounts = 0
         cap = 16
         self.wallet: FloatArray = np.zeros(cap)
-        self.upnl: FloatArray = np.zeros(cap)
-        self.notional: FloatArray = np.zeros(cap)
+        self.equity: FloatArray = np.zeros(cap)
         self.mm: FloatArray = np.zeros(cap)
-        self.im: FloatArray = np.zeros(cap)
         self.state: NDArray[np.int8] = np.zeros(cap, dtype=np.int8)
+        self.band_lo: FloatArray = np.full(cap, self._band_lo[0])
+        self.band_hi: FloatArray = np.full(cap, self._band_hi[0])
         self.balance_seq: IntArray = np.full(cap, -1, dtype=np.int64)
         self.cross_count: IntArray = np.zeros(cap, dtype=np.int64)
         self.positions_of: list[set[int]] = []  # account index -> instrument indices held
@@ -308,10 +323,8 @@ class AccountBook:
             return
         v = block_values(inst, block, inst.mark)
         a = block.acct[: block.n]
-        self.upnl[a] -= v.upnl
-        self.notional[a] -= v.notional
+        self.equity[a] -= v.upnl
         self.mm[a] -= v.mm
-        self.im[a] -= v.im
 
     # -- ACCOUNTS ----------------------------------------------------------------------------------
 
@@ -329,29 +342,27 @@ class AccountBook:
         return a
 
     def _grow_accounts(self) -> None:
-        cap = 2 * self.wallet.shape[0]
-        for name in (
-            "wallet",
-            "upnl",
-            "notional",
-            "mm",
-            "im",
-            "state",
-            "balance_seq",
-            "cross_count",
-        ):
+        old_cap = self.wallet.shape[0]
+        cap = 2 * old_cap
+        for name in ("wallet", "equity", "mm", "state", "band_lo", "band_hi", "balance_seq",
+                     "cross_count"):
             old = getattr(self, name)
-            new = np.full(cap, -1 if name == "balance_seq" else 0, dtype=old.dtype)
-            new[: old.shape[0]] = old
+            new = np.zeros(cap, dtype=old.dtype)
+            new[:old_cap] = old
             setattr(self, name, new)
+        self.balance_seq[old_cap:] = -1
+        self.band_lo[old_cap:] = self._band_lo[0]
+        self.band_hi[old_cap:] = self._band_hi[0]
 
-    def equity(self) -> FloatArray:
+    @property
+    def upnl(self) -> FloatArray:
+        """Σ cross uPnL per account (equity − wallet)."""
         n = self.n_accounts
-        return self.wallet[:n] + self.upnl[:n]
+        return self.equity[:n] - self.wallet[:n]
 
     def utilization(self) -> FloatArray:
         n = self.n_accounts
-        return utilization(self.mm[:n], self.equity())
+        return utilization(self.mm[:n], self.equity[:n])
 
     # -- PRICES ------------------------------------------------------------------------------------
 
@@ -370,43 +381,46 @@ class AccountBook:
             return []
         dm = mark - old
         a = block.acct[:n]
-        self.upnl[a] += block.qv[:n] * dm
+        eq = self.equity[a]
+        eq += block.qv[:n] * dm
+        self.equity[a] = eq
+        mm = self.mm[a]
         if not inst.inverse:
-            self.notional[a] += block.aq[:n] * dm
-            self.mm[a] += block.ms[:n] * dm
-            self.im[a] += block.ims[:n] * dm
-        return self._restate(a)
+            mm += block.ms[:n] * dm
+            self.mm[a] = mm
+        with np.errstate(divide="ignore", invalid="ignore"):
+            util = mm / eq
+        out = (util < self.band_lo[a]) | ~(util < self.band_hi[a])
+        if not out.any():
+            return []
+        return self._restate(a[out])
 
     def apply_marks(self, ks: IntArray, marks: FloatArray, ts: float) -> list[Transition]:
         """Apply a conflated batch (distinct instruments); states are evaluated once at the end."""
-        touched: list[IntArray] = []
+        touched = np.zeros(self.n_accounts, dtype=np.bool_)
         for k, mark in zip(ks.tolist(), marks.tolist(), strict=True):
             inst = self.instruments[k]
             old = inst.mark
             inst.mark_ts = ts
-            if math.isnan(old) or not (inst.band_lo <= mark < inst.band_hi):
-                self._revalue(inst, mark, restate=False)
-            else:
-                inst.mark = mark
-                block = inst.cross
-                assert block is not None
-                n = block.n
-                if n == 0:
-                    continue
-                dm = mark - old
-                a = block.acct[:n]
-                self.upnl[a] += block.qv[:n] * dm
-                if not inst.inverse:
-                    self.notional[a] += block.aq[:n] * dm
-                    self.mm[a] += block.ms[:n] * dm
-                    self.im[a] += block.ims[:n] * dm
             block = inst.cross
             assert block is not None
+            if math.isnan(old) or not (inst.band_lo <= mark < inst.band_hi):
+                self._revalue(inst, mark, restate=False)
+            elif block.n:
+                inst.mark = mark
+                n = block.n
+                dm = mark - old
+                a = block.acct[:n]
+                self.equity[a] += block.qv[:n] * dm
+                if not inst.inverse:
+                    self.mm[a] += block.ms[:n] * dm
+            else:
+                inst.mark = mark
             if block.n:
-                touched.append(block.acct[: block.n])
-        if not touched:
-            return []
-        return self._restate(np.unique(np.concatenate(touched)))
+                touched[block.acct[: block.n]] = True
+        if touched.sum() * 4 < self.n_accounts:
+            return self._restate(np.flatnonzero(touched))
+        return self._restate(np.arange(self.n_accounts), only_out_of_band=True)
 
     def _revalue(
         self, inst: InstrumentState, mark: float, add_only: bool = False, restate: bool = True
@@ -418,6 +432,7 @@ class AccountBook:
             self._subtract_block_sums(inst)
         inst.mark = mark
         lo, hi = -math.inf, math.inf
+        cross_values = None
         for block in (inst.cross, inst.iso):
             assert block is not None
             if block.n == 0:
@@ -426,47 +441,57 @@ class AccountBook:
             block.ms[: block.n] = v.ms
             block.ims[: block.n] = v.ims
             lo, hi = max(lo, v.band_lo), min(hi, v.band_hi)
+            if block is inst.cross:
+                cross_values = v
         inst.band_lo, inst.band_hi = lo, hi
         block = inst.cross
         assert block is not None
-        if block.n == 0:
+        if cross_values is None:
             return []
-        v = block_values(inst, block, mark)
         a = block.acct[: block.n]
-        self.upnl[a] += v.upnl
-        self.notional[a] += v.notional
-        self.mm[a] += v.mm
-        self.im[a] += v.im
+        self.equity[a] += cross_values.upnl
+        self.mm[a] += cross_values.mm
         return self._restate(a) if restate else []
 
-    def _restate(self, a: IntArray) -> list[Transition]:
-        eq = self.wallet[a] + self.upnl[a]
-        util = utilization(self.mm[a], eq)
+    def _restate(self, a: IntArray, only_out_of_band: bool = False) -> list[Transition]:
+        eq = self.equity[a]
+        mm = self.mm[a]
+        if only_out_of_band:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                raw = mm / eq
+            out = (raw < self.band_lo[a]) | ~(raw < self.band_hi[a])
+            a, eq, mm = a[out], eq[out], mm[out]
+        util = utilization(mm, eq)
         prev = self.state[a]
         new = self.machine.next_states(util, eq, prev)
         changed = np.flatnonzero(new != prev)
         if changed.size == 0:
             return []
         idx = a[changed]
-        self.state[idx] = new[changed]
+        ns = new[changed]
+        self.state[idx] = ns
+        self.band_lo[idx] = self._band_lo[ns]
+        self.band_hi[idx] = self._band_hi[ns]
         return list(
             zip(
                 idx.tolist(),
                 prev[changed].tolist(),
-                new[changed].tolist(),
+                ns.tolist(),
                 util[changed].tolist(),
                 strict=True,
             )
         )
 
     def _restate_one(self, a: int) -> list[Transition]:
-        eq = float(self.wallet[a] + self.upnl[a])
+        eq = float(self.equity[a])
         util = utilization_scalar(float(self.mm[a]), eq)
         prev = int(self.state[a])
         new = self.machine.next_state(util, eq, prev)
         if new == prev:
             return []
         self.state[a] = new
+        self.band_lo[a] = self._band_lo[new]
+        self.band_hi[a] = self._band_hi[new]
         return [(a, prev, new, util)]
 
     # -- POSITIONS & BALANCES ----------------------------------------------------------------------
@@ -501,6 +526,9 @@ class AccountBook:
         slots = inst.slots
         assert slots is not None and inst.cross is not None and inst.iso is not None
         loc = slots.get(a)
+        if size != 0 and loc is not None and (loc >= 0) is (not isolated):
+            self._update_in_place(inst, a, loc, size, entry, isolated_margin, seq)
+            return self._restate_one(a)
         if loc is not None:
             self._remove(inst, a, loc)
         if size != 0:
@@ -517,18 +545,44 @@ class AccountBook:
             block.ims[s] = v.ims
             block.iso_margin[s] = isolated_margin
             slots[a] = ~s if isolated else s
-            inst.band_lo = max(inst.band_lo, v.band_lo)
-            inst.band_hi = min(inst.band_hi, v.band_hi)
+            if v.band_lo > inst.band_lo:
+                inst.band_lo = v.band_lo
+            if v.band_hi < inst.band_hi:
+                inst.band_hi = v.band_hi
             self.positions_of[a].add(k)
             if not isolated:
                 self.cross_count[a] += 1
-                self.upnl[a] += v.upnl
-                self.notional[a] += v.notional
+                self.equity[a] += v.upnl
                 self.mm[a] += v.mm
-                self.im[a] += v.im
         else:
             self.positions_of[a].discard(k)
         return self._restate_one(a)
+
+    def _update_in_place(
+        self, inst: InstrumentState, a: int, loc: int, size: float, entry: float,
+        isolated_margin: float, seq: int,
+    ) -> None:
+        block = inst.cross if loc >= 0 else inst.iso
+        slot = loc if loc >= 0 else ~loc
+        assert block is not None
+        mark = inst.mark
+        v = position_values(inst, size, entry, mark)
+        if loc >= 0:
+            old = position_values(inst, float(block.size[slot]), float(block.entry[slot]), mark)
+            self.equity[a] += v.upnl - old.upnl
+            self.mm[a] += v.mm - old.mm
+        block.seq[slot] = seq
+        block.size[slot] = size
+        block.entry[slot] = entry
+        block.qv[slot] = v.qv
+        block.aq[slot] = v.aq
+        block.ms[slot] = v.ms
+        block.ims[slot] = v.ims
+        block.iso_margin[slot] = isolated_margin
+        if v.band_lo > inst.band_lo:
+            inst.band_lo = v.band_lo
+        if v.band_hi < inst.band_hi:
+            inst.band_hi = v.band_hi
 
     def _remove(self, inst: InstrumentState, a: int, loc: int) -> None:
         assert inst.slots is not None
@@ -541,13 +595,12 @@ class AccountBook:
         assert block is not None
         if loc >= 0:
             v = position_values(inst, float(block.size[slot]), float(block.entry[slot]), inst.mark)
-            self.upnl[a] -= v.upnl
-            self.notional[a] -= v.notional
+            self.equity[a] -= v.upnl
             self.mm[a] -= v.mm
-            self.im[a] -= v.im
             self.cross_count[a] -= 1
             if self.cross_count[a] == 0:  # no cross position left: no drift residue either
-                self.upnl[a] = self.notional[a] = self.mm[a] = self.im[a] = 0.0
+                self.equity[a] = self.wallet[a]
+                self.mm[a] = 0.0
         moved = block.swap_remove(slot)
         del inst.slots[a]
         if moved >= 0:
@@ -562,6 +615,7 @@ class AccountBook:
                 Rejection(reason, f"balance {account}: seq {seq} vs stored {prev_seq}")
             )
         self.balance_seq[a] = seq
+        self.equity[a] += wallet - self.wallet[a]
         self.wallet[a] = wallet
         return self._restate_one(a)
 
@@ -570,8 +624,8 @@ class AccountBook:
     def resync(self) -> None:
         """Recompute every per-account sum from the columns (drift control); states are kept."""
         n = self.n_accounts
-        for arr in (self.upnl, self.notional, self.mm, self.im):
-            arr[:n] = 0.0
+        self.equity[:n] = self.wallet[:n]
+        self.mm[:n] = 0.0
         for inst in self.instruments:
             if not math.isnan(inst.mark):
                 self._revalue(inst, inst.mark, add_only=True, restate=False)
@@ -589,8 +643,90 @@ class AccountBook:
             else:
                 yield inst, inst.iso, ~loc
 
+    def cross_figures(self, a: int) -> tuple[float, float, float]:
+        """(uPnL, notional, IM) of account ``a``'s cross positions, from the columns."""
+        upnl = notional = im = 0.0
+        for inst, block, slot in self.positions(a):
+            if block is not inst.cross:
+                continue
+            v = position_values(inst, float(block.size[slot]), float(block.entry[slot]), inst.mark)
+            upnl += v.upnl
+            notional += v.notional
+            im += v.im
+        return upnl, notional, im
+
     def state_of(self, a: int) -> RiskState:
         return RiskState(int(self.state[a]))
 
     def is_isolated_mode(self, mode: MarginMode) -> bool:
         return mode is MarginMode.ISOLATED
+
+
+def bulk_load(
+    book: AccountBook,
+    account_names: list[str],
+    wallets: FloatArray,
+    account: IntArray,
+    instrument: IntArray,
+    size: FloatArray,
+    entry: FloatArray,
+    isolated: NDArray[np.bool_],
+    isolated_margin: FloatArray,
+    seq: int = 1,
+) -> None:
+    """Load a whole book at once into an EMPTY book (snapshots, benchmarks).
+
+    ``account`` indexes ``account_names``; (account, instrument) pairs must be unique and sizes
+    non-zero; instruments must be known and should have a mark (else the first entry is used).
+    Balances get sequence ``seq`` (as do positions). Sums are built from the columns and states
+    evaluated once.
+    """
+    if book.n_accounts or any(i.cross.n or i.iso.n for i in book.instruments if i.cross and i.iso):
+        raise ValueError("bulk_load needs an empty book")
+    for name in account_names:
+        book.account_of(name)
+    n_acc = len(account_names)
+    book.wallet[:n_acc] = wallets
+    book.balance_seq[:n_acc] = seq
+    order = np.lexsort((account, instrument))
+    inst_sorted = instrument[order]
+    bounds = np.searchsorted(inst_sorted, np.arange(len(book.instruments) + 1))
+    for inst in book.instruments:
+        sel = order[bounds[inst.index] : bounds[inst.index + 1]]
+        if sel.size == 0:
+            continue
+        if math.isnan(inst.mark):
+            inst.mark = float(entry[sel[0]])
+        for block, mask in ((inst.cross, ~isolated[sel]), (inst.iso, isolated[sel])):
+            assert block is not None and inst.slots is not None
+            rows = sel[mask]
+            n = rows.size
+            if n == 0:
+                continue
+            cap = max(4, 1 << int(n - 1).bit_length())
+            fresh = Block(cap)
+            fresh.n = n
+            fresh.acct[:n] = account[rows]
+            fresh.seq[:n] = seq
+            fresh.size[:n] = size[rows]
+            fresh.entry[:n] = entry[rows]
+            if inst.inverse:
+                fresh.qv[:n] = size[rows] * inst.contract_size / entry[rows]
+            else:
+                fresh.qv[:n] = size[rows] * inst.contract_size
+                fresh.aq[:n] = np.abs(fresh.qv[:n])
+            fresh.iso_margin[:n] = isolated_margin[rows]
+            if block is inst.cross:
+                inst.cross = fresh
+                inst.slots.update(zip(account[rows].tolist(), range(n), strict=True))
+                np.add.at(book.cross_count, account[rows], 1)
+            else:
+                inst.iso = fresh
+                inst.slots.update(zip(account[rows].tolist(), [~s for s in range(n)], strict=True))
+        k = inst.index
+        for a in account[sel].tolist():
+            book.positions_of[a].add(k)
+        book.position_seq.update(dict.fromkeys(((a, k) for a in account[sel].tolist()), seq))
+    book.resync()
+    a_all = np.arange(n_acc)
+    book._restate(a_all)

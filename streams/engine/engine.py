@@ -238,10 +238,10 @@ class RiskEngine:
     def _account_risk(self, a: int) -> AccountRisk:
         b = self.book
         wallet = float(b.wallet[a])
-        upnl = float(b.upnl[a])
-        equity = wallet + upnl
+        equity = float(b.equity[a])
         mm = float(b.mm[a])
-        im = float(b.im[a])
+        _upnl, notional, im = b.cross_figures(a)
+        upnl = equity - wallet
         positions = list(b.positions(a))
         types, sizes, css, entries, marks, tables, iso, iso_m, notionals, vols = (
             [],
@@ -302,7 +302,7 @@ class RiskEngine:
             wallet_usd=wallet,
             upnl_usd=upnl,
             equity_usd=equity,
-            notional_usd=float(b.notional[a]),
+            notional_usd=notional,
             maintenance_margin_usd=mm,
             initial_margin_usd=im,
             utilization=utilization_scalar(mm, equity),

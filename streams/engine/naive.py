@@ -180,6 +180,28 @@ class NaiveBook:
             "utilization": util,
         }
 
+    def all_account_figures(self) -> dict[str, dict[str, float]]:
+        """Every account's cross figures, recomputed from scratch in one pass over positions."""
+        acc = {
+            a: {"wallet": w, "upnl": 0.0, "notional": 0.0, "mm": 0.0, "im": 0.0}
+            for a, w in self.wallets.items()
+        }
+        for (account, instrument), pos in self.positions.items():
+            if pos.isolated:
+                continue
+            u, n, m, i, _, _ = self.position_figures(instrument, pos)
+            f = acc[account]
+            f["upnl"] += u
+            f["notional"] += n
+            f["mm"] += m
+            f["im"] += i
+        for f in acc.values():
+            eq = f["wallet"] + f["upnl"]
+            f["equity"] = eq
+            mm = f["mm"]
+            f["utilization"] = mm / eq if eq > 0 else (math.inf if eq < 0 or mm > 0 else 0.0)
+        return acc
+
     # -- pools and the venue -----------------------------------------------------------------------
 
     def pools(self, shock_of: Callable[[str], float]) -> list[PoolFigures]:

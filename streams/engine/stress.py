@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 from streams.engine.adl import hyperliquid_score
 from streams.engine.book import AccountBook
 from streams.engine.config import EngineConfig
-from streams.engine.tiers import FloatArray, IntArray
+from streams.engine.tiers import FloatArray, IntArray, TierTable
 from streams.engine.venue import STATE_LABELS, AdlCandidate, FundPartial, merge_top
 
 BoolArray = NDArray[np.bool_]
@@ -50,7 +50,13 @@ def _bincount(idx: np.ndarray, weights: FloatArray | None = None, minlength: int
 
 @dataclass(slots=True)
 class FlatBook:
-    """All open positions of a book as flat arrays (cross and isolated), plus instrument data."""
+    """All open positions of a book as flat arrays (cross and isolated), plus instrument data.
+
+    Positions are grouped by instrument (``slices[k]`` = (start, end)). MM under a relative shock
+    x of a linear position's mark is ``mm + mslope·x + Σ hinges`` exactly for x in
+    ``[hinge_min, hinge_max]``: MM is convex piecewise linear in notional, so each tier floor the
+    notional crosses adds a hinge ``coef · max(0, dir · (x − breakpoint))``.
+    """
 
     n_accounts: int
     n_units: int
@@ -67,14 +73,20 @@ class FlatBook:
     notional: FloatArray
     upnl: FloatArray
     mm: FloatArray
+    mslope: FloatArray  # d MM / d x within the current tier (0 for inverse)
+    hinge_pos: IntArray
+    hinge_break: FloatArray
+    hinge_coef: FloatArray
+    hinge_dir: FloatArray  # +1: active above the breakpoint, −1: below
+    hinge_min: float
+    hinge_max: float
+    slices: list[tuple[int, int]]
+    tables: list[TierTable]
     # per instrument
     fee: FloatArray
     impact: FloatArray
     depth: FloatArray
     fund_of_instrument: IntArray
-    floors: FloatArray  # (instruments, max tiers), padded with +inf
-    mmr: FloatArray
-    mm_amount: FloatArray
     # per unit
     unit_base: FloatArray  # wallet (cross) or isolated margin
     unit_account: IntArray
@@ -85,37 +97,73 @@ class FlatBook:
         return self.fund_of_instrument[self.instrument]
 
 
-def flatten(book: AccountBook) -> FlatBook:
+def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) -> FlatBook:
+    """Flatten ``book``; hinges cover uniform relative shocks in [shock_min, shock_max]."""
     insts = book.instruments
-    parts: dict[str, list[np.ndarray]] = {
-        k: []
-        for k in (
-            "account",
-            "instrument",
-            "isolated",
-            "size",
-            "entry",
-            "qv",
-            "mark",
-            "iso_margin",
-            "inverse",
-        )
-    }
+    names = (
+        "account",
+        "isolated",
+        "size",
+        "entry",
+        "qv",
+        "iso_margin",
+        "notional",
+        "mm",
+        "mslope",
+        "instrument",
+        "mark",
+        "inverse",
+    )
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    hinges: list[tuple[IntArray, FloatArray, FloatArray, float]] = []
+    slices: list[tuple[int, int]] = []
+    offset = 0
     for inst in insts:
+        start = offset
+        table = inst.table
         for block, is_iso in ((inst.cross, False), (inst.iso, True)):
             assert block is not None
             n = block.n
             if n == 0:
                 continue
+            qv = block.qv[:n]
+            if inst.inverse:
+                notional = np.abs(block.size[:n]) * inst.contract_size
+            else:
+                notional = np.abs(qv) * inst.mark
+            t = table.tier_index(notional)
             parts["account"].append(block.acct[:n])
-            parts["instrument"].append(np.full(n, inst.index, dtype=np.int64))
             parts["isolated"].append(np.full(n, is_iso))
             parts["size"].append(block.size[:n])
             parts["entry"].append(block.entry[:n])
-            parts["qv"].append(block.qv[:n])
-            parts["mark"].append(np.full(n, inst.mark))
+            parts["qv"].append(qv)
             parts["iso_margin"].append(block.iso_margin[:n])
+            parts["notional"].append(notional)
+            parts["mm"].append(notional * table.mmr[t] - table.mm_amount_usd[t])
+            parts["instrument"].append(np.full(n, inst.index, dtype=np.int64))
+            parts["mark"].append(np.full(n, inst.mark))
             parts["inverse"].append(np.full(n, inst.inverse))
+            if inst.inverse:
+                parts["mslope"].append(np.zeros(n))
+            else:
+                parts["mslope"].append(notional * table.mmr[t])
+                floors = table.floors_usd
+                for j in range(1, floors.size):
+                    dmmr = float(table.mmr[j] - table.mmr[j - 1])
+                    up = np.flatnonzero((t < j) & (floors[j] < notional * (1.0 + shock_max)))
+                    down = np.flatnonzero((t >= j) & (floors[j] > notional * (1.0 + shock_min)))
+                    for idx, direction in ((up, 1.0), (down, -1.0)):
+                        if idx.size:
+                            hinges.append(
+                                (
+                                    offset + idx,
+                                    floors[j] / notional[idx] - 1.0,
+                                    notional[idx] * dmmr,
+                                    direction,
+                                )
+                            )
+            offset += n
+        slices.append((start, offset))
     dtypes = {
         "account": np.int64,
         "instrument": np.int64,
@@ -131,25 +179,21 @@ def flatten(book: AccountBook) -> FlatBook:
     unit = cols["account"].copy()
     iso_idx = np.flatnonzero(iso)
     unit[iso_idx] = n_acc + np.arange(iso_idx.size)
-    n_units = n_acc + iso_idx.size
-    unit_base = np.concatenate((book.wallet[:n_acc], cols["iso_margin"][iso_idx]))
-    unit_account = np.concatenate((np.arange(n_acc), cols["account"][iso_idx]))
-
-    n_inst = len(insts)
-    max_t = max((len(i.floors) for i in insts), default=1)
-    floors = np.full((n_inst, max_t), np.inf)
-    mmr = np.zeros((n_inst, max_t))
-    mm_amount = np.zeros((n_inst, max_t))
-    for inst in insts:
-        t = len(inst.floors)
-        floors[inst.index, :t] = inst.floors
-        mmr[inst.index, :t] = inst.mmr
-        mm_amount[inst.index, :t] = inst.mm_amount
-        mmr[inst.index, t:] = inst.mmr[-1]
-        mm_amount[inst.index, t:] = inst.mm_amount[-1]
-    fb = FlatBook(
+    if hinges:
+        h_pos = np.concatenate([h[0] for h in hinges])
+        h_break = np.concatenate([h[1] for h in hinges])
+        h_coef = np.concatenate([h[2] for h in hinges])
+        h_dir = np.concatenate([np.full(h[0].size, h[3]) for h in hinges])
+    else:
+        h_pos, h_break, h_coef, h_dir = (
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0),
+            np.zeros(0),
+            np.zeros(0),
+        )
+    return FlatBook(
         n_accounts=n_acc,
-        n_units=n_units,
+        n_units=n_acc + iso_idx.size,
         unit=unit,
         account=cols["account"],
         instrument=cols["instrument"],
@@ -160,49 +204,50 @@ def flatten(book: AccountBook) -> FlatBook:
         mark=cols["mark"],
         iso_margin=cols["iso_margin"],
         inverse=cols["inverse"],
-        notional=np.zeros(0),
-        upnl=np.zeros(0),
-        mm=np.zeros(0),
+        notional=cols["notional"],
+        upnl=cols["qv"] * (cols["mark"] - cols["entry"]),
+        mm=cols["mm"],
+        mslope=cols["mslope"],
+        hinge_pos=h_pos,
+        hinge_break=h_break,
+        hinge_coef=h_coef,
+        hinge_dir=h_dir,
+        hinge_min=shock_min,
+        hinge_max=shock_max,
+        slices=slices,
+        tables=[i.table for i in insts],
         fee=np.array([i.model.liquidation_fee_ratio for i in insts], dtype=np.float64),
         impact=np.array([i.model.impact_coef for i in insts], dtype=np.float64),
         depth=np.array([i.model.depth_usd for i in insts], dtype=np.float64),
         fund_of_instrument=np.array([i.fund for i in insts], dtype=np.int64),
-        floors=floors,
-        mmr=mmr,
-        mm_amount=mm_amount,
-        unit_base=unit_base,
-        unit_account=unit_account,
+        unit_base=np.concatenate((book.wallet[:n_acc], cols["iso_margin"][iso_idx])),
+        unit_account=np.concatenate((np.arange(n_acc), cols["account"][iso_idx])),
         n_funds=len(book.funds),
     )
-    fb.notional = np.where(
-        fb.inverse, np.abs(fb.size) * _contract_size(book, fb), np.abs(fb.qv) * fb.mark
-    )
-    fb.upnl = fb.qv * (fb.mark - fb.entry)
-    fb.mm = maintenance_margin(fb, fb.notional)
-    return fb
 
 
-def _contract_size(book: AccountBook, fb: FlatBook) -> FloatArray:
-    cs = np.array([i.contract_size for i in book.instruments], dtype=np.float64)
-    return cs[fb.instrument] if cs.size else np.zeros(0)
-
-
-def tier_of(fb: FlatBook, notional: FloatArray, instrument: IntArray | None = None) -> IntArray:
-    k = fb.instrument if instrument is None else instrument
-    floors = fb.floors[k]
-    if notional.ndim == 2:
-        return np.maximum((floors[:, None, :] <= notional[:, :, None]).sum(axis=2) - 1, 0)
-    return np.maximum((floors <= notional[:, None]).sum(axis=1) - 1, 0)
-
-
-def maintenance_margin(
-    fb: FlatBook, notional: FloatArray, instrument: IntArray | None = None
-) -> FloatArray:
-    """Tiered MM of each position at ``notional`` (1-D per position, or 2-D positions × shocks)."""
-    k = fb.instrument if instrument is None else instrument
-    t = tier_of(fb, notional, k)
-    rows = k[:, None] if notional.ndim == 2 else k
-    return notional * fb.mmr[rows, t] - fb.mm_amount[rows, t]
+def mm_at_shock(fb: FlatBook, x: FloatArray) -> FloatArray:
+    """Exact MM of every position when its mark moves by the relative shock ``x`` (per position)."""
+    if x.size and (x.min() >= fb.hinge_min - 1e-12 and x.max() <= fb.hinge_max + 1e-12):
+        mm = fb.mm + fb.mslope * x
+        if fb.hinge_pos.size:
+            hx = x[fb.hinge_pos]
+            mm += _bincount(
+                fb.hinge_pos,
+                weights=fb.hinge_coef * np.maximum(0.0, fb.hinge_dir * (hx - fb.hinge_break)),
+                minlength=x.size,
+            )
+        return mm
+    out = np.empty_like(x)
+    for k, (start, end) in enumerate(fb.slices):
+        if end > start:
+            n1 = np.where(
+                fb.inverse[start:end],
+                fb.notional[start:end],
+                fb.notional[start:end] * (1.0 + x[start:end]),
+            )
+            out[start:end] = fb.tables[k].maintenance_margin(n1)
+    return out
 
 
 def liquidation_cost(fb: FlatBook, notional: FloatArray, instrument: IntArray) -> FloatArray:
@@ -228,7 +273,7 @@ class Units:
     upnl0: FloatArray
     notional0: FloatArray
     has_position: BoolArray
-    crossing_pos: IntArray  # positions whose tier changes inside [shock_min, shock_max]
+    crossing_pos: IntArray  # positions whose tier changes inside the hinge range
     weights: FloatArray  # (units, funds): share of each fund, rows sum to 1 (0 if no position)
     account: IntArray
 
@@ -237,20 +282,13 @@ class Units:
         return int(self.e0.shape[0])
 
 
-def unit_coefficients(fb: FlatBook, shock_min: float, shock_max: float) -> Units:
+def unit_coefficients(fb: FlatBook) -> Units:
     u, nu = fb.unit, fb.n_units
     lin = ~fb.inverse
     n = fb.notional
     slope_p = fb.qv * fb.mark
     cost_fee = n * fb.fee[fb.instrument]
     cost_imp = n * fb.impact[fb.instrument] * np.sqrt(n / fb.depth[fb.instrument])
-    t = tier_of(fb, n)
-    k = fb.instrument
-    nfl = fb.floors.shape[1]
-    lo_t = fb.floors[k, t]
-    hi_t = np.where(t + 1 < nfl, fb.floors[k, np.minimum(t + 1, nfl - 1)], np.inf)
-    crossing = lin & ((n * (1 + shock_min) < lo_t) | (n * (1 + shock_max) >= hi_t))
-    mm1_p = np.where(lin & ~crossing, n * fb.mmr[k, t], 0.0)
 
     def s(w: FloatArray) -> FloatArray:
         return _bincount(u, weights=w, minlength=nu)
@@ -277,11 +315,11 @@ def unit_coefficients(fb: FlatBook, shock_min: float, shock_max: float) -> Units
         impact=s(np.where(lin, cost_imp, 0.0)),
         const_cost=s(np.where(lin, 0.0, cost_fee + cost_imp)),
         mm0=s(fb.mm),
-        mm1=s(mm1_p),
+        mm1=s(fb.mslope),
         upnl0=upnl,
         notional0=notional,
         has_position=_bincount(u, minlength=nu) > 0,
-        crossing_pos=np.flatnonzero(crossing),
+        crossing_pos=np.unique(fb.hinge_pos),
         weights=weights,
         account=fb.unit_account,
     )
@@ -368,16 +406,6 @@ def evaluate_grid(
 
     # -- g = MM − equity: the range where the unit is NOT liquidatable --
     nu = units.n
-    crossing_units = np.unique(fb.unit[units.crossing_pos])
-    g_corr_rows: dict[int, int] = {int(x): i for i, x in enumerate(crossing_units.tolist())}
-    corr = np.zeros((crossing_units.size, count))
-    if crossing_units.size:
-        cp = units.crossing_pos
-        notional_grid = fb.notional[cp, None] * (1.0 + grid[None, :])
-        mm_grid = maintenance_margin(fb, notional_grid, fb.instrument[cp]) - fb.mm[cp, None]
-        rows = np.searchsorted(crossing_units, fb.unit[cp])
-        np.add.at(corr, rows, mm_grid)
-    del g_corr_rows
     # linear units: g_j = g0 + g1·s_j; {g < 0} is a prefix (g1 > 0), a suffix (g1 < 0) or all/none
     ag = np.full(nu, count, dtype=np.int64)
     bg = np.full(nu, -1, dtype=np.int64)
@@ -398,14 +426,8 @@ def evaluate_grid(
     neg_flat = flat & (g0 < 0)
     ag = np.where(neg_flat, 0, ag)
     bg = np.where(neg_flat, count - 1, bg)
-    if crossing_units.size:
-        gm = g0[crossing_units, None] + g1[crossing_units, None] * grid[None, :] + corr
-        neg = gm < 0
-        anyneg = neg.any(axis=1)
-        first = np.argmax(neg, axis=1)
-        last = count - 1 - np.argmax(neg[:, ::-1], axis=1)
-        ag[crossing_units] = np.where(anyneg, first, count)
-        bg[crossing_units] = np.where(anyneg, last, -1)
+    if fb.hinge_pos.size:
+        _crossing_ranges(fb, g0, g1, grid, iters, ag, bg)
 
     # -- f = cost − equity: candidates have f > 0 at an end of the grid --
     f_lo = alpha + beta * grid[0] + gamma * pgrid[0]
@@ -448,8 +470,12 @@ def evaluate_grid(
     ev_pos = np.concatenate(pos)
     ev_sign = np.concatenate(sign)
     ev_unit = np.tile(cand, 5)
-    bad = _accumulate(units.weights, ev_unit, ev_pos, ev_sign, (alpha, beta, gamma), count, nf)
-    bad_debt = np.maximum(bad[0] + bad[1] * grid + bad[2] * pgrid, 0.0)
+    ones = np.ones(nu)
+    bad = _accumulate(
+        units.weights, ev_unit, ev_pos, ev_sign, (alpha, beta, gamma, ones), count, nf
+    )
+    # where no unit is active the sums are exactly 0 (not a cancellation residue)
+    bad_debt = np.where(bad[3] > 0.5, np.maximum(bad[0] + bad[1] * grid + bad[2] * pgrid, 0.0), 0)
 
     # -- profitable uPnL of non-liquidated units: {g < 0} ∩ {uPnL(s) > 0} --
     u0, us = units.upnl0, units.slope
@@ -470,11 +496,11 @@ def evaluate_grid(
         np.tile(ok, 2),
         np.concatenate((lo[ok], hi[ok] + 1)),
         np.concatenate((np.ones(ok.size), -np.ones(ok.size))),
-        (u0, us),
+        (u0, us, np.ones(nu)),
         count,
         nf,
     )
-    profitable = np.maximum(prof[0] + prof[1] * grid, 0.0)
+    profitable = np.where(prof[2] > 0.5, np.maximum(prof[0] + prof[1] * grid, 0.0), 0.0)
 
     # -- now (s = 0) --
     z = int(np.searchsorted(grid, 0.0))
@@ -485,6 +511,39 @@ def evaluate_grid(
     active_now = ~((af <= z) & (z <= bf)) & ~((ag[cand] <= z) & (z <= bg[cand]))
     bad_now[cand] = np.where(active_now, bad_now_c, 0.0)
     return GridResult(grid, bad_debt, profitable), cand, bad_now, liq_now
+
+
+def _crossing_ranges(
+    fb: FlatBook,
+    g0: FloatArray,
+    g1: FloatArray,
+    grid: FloatArray,
+    iters: int,
+    ag: IntArray,
+    bg: IntArray,
+) -> None:
+    """{g < 0} index range of units holding positions that cross tiers (g convex, with hinges)."""
+    count = grid.shape[0]
+    h_unit = fb.unit[fb.hinge_pos]
+    cu = np.unique(h_unit)
+    row = np.searchsorted(cu, h_unit)
+    base0, base1 = g0[cu], g1[cu]
+    coef, direction, brk = fb.hinge_coef, fb.hinge_dir, fb.hinge_break
+
+    def g(idx: IntArray) -> FloatArray:
+        s = grid[np.clip(idx, 0, count - 1)]
+        hv = coef * np.maximum(0.0, direction * (s[row] - brk))
+        return base0 + base1 * s + _bincount(row, weights=hv, minlength=cu.size)
+
+    zeros = np.zeros(cu.size, dtype=np.int64)
+    last = np.full(cu.size, count - 1, dtype=np.int64)
+    # discrete minimizer: first j with g(j+1) − g(j) ≥ 0 (differences are non-decreasing)
+    jm = _first_true(lambda j: g(j + 1) - g(j) >= 0, zeros, last, iters)
+    neg = g(jm) < 0
+    left = _first_true(lambda j: g(j) < 0, zeros, jm, iters)
+    right = _first_true(lambda j: (j >= count) | (g(j) >= 0), jm, np.full(cu.size, count), iters)
+    ag[cu] = np.where(neg, left, count)
+    bg[cu] = np.where(neg, right - 1, -1)
 
 
 def _fix_first(pred: Callable[[IntArray], BoolArray], j: IntArray, count: int) -> IntArray:
@@ -507,7 +566,10 @@ def _accumulate(
     count: int,
     n_funds: int,
 ) -> list[FloatArray]:
-    """Difference-array accumulation of unit coefficients into (funds × grid) cumulative sums."""
+    """Difference-array accumulation of unit coefficients into (funds × grid) cumulative sums.
+
+    The LAST entry of ``coefs`` is taken as the active-unit count (its values are ignored).
+    """
     live = ev_sign != 0
     ev_unit, ev_pos, ev_sign = ev_unit[live], ev_pos[live], ev_sign[live]
     w = weights[ev_unit]  # (events, funds)
@@ -515,7 +577,10 @@ def _accumulate(
     idx = fcols * (count + 1) + ev_pos[rows]
     out = []
     for c in coefs:
-        vals = ev_sign[rows] * c[ev_unit[rows]] * w[rows, fcols]
+        if c is coefs[-1]:  # the count of active units: weight-free, exact in floating point
+            vals = ev_sign[rows] * (w[rows, fcols] > 0)
+        else:
+            vals = ev_sign[rows] * c[ev_unit[rows]] * w[rows, fcols]
         d = _bincount(idx, weights=vals, minlength=n_funds * (count + 1))
         out.append(np.cumsum(d.reshape(n_funds, count + 1), axis=1)[:, :count])
     return out
@@ -531,7 +596,7 @@ def unit_bad_debt(
     x = instrument_shock[fb.instrument]
     n1 = np.where(fb.inverse, fb.notional, fb.notional * (1.0 + x))
     eq = units.e0 + _bincount(fb.unit, weights=fb.qv * fb.mark * x, minlength=units.n)
-    mm = _bincount(fb.unit, weights=maintenance_margin(fb, n1), minlength=units.n)
+    mm = _bincount(fb.unit, weights=mm_at_shock(fb, x), minlength=units.n)
     cost = _bincount(fb.unit, weights=liquidation_cost(fb, n1, fb.instrument), minlength=units.n)
     liq = units.has_position & (mm >= eq) | (eq < 0)
     return np.where(liq, np.maximum(cost - eq, 0.0), 0.0), liq
@@ -550,7 +615,7 @@ def idiosyncratic_bad_debt(
     n1 = np.where(fb.inverse, fb.notional, fb.notional * (1.0 + shock))
     u = fb.unit
     eq = base_eq[u] + fb.qv * fb.mark * shock
-    mm = base_mm[u] - fb.mm + maintenance_margin(fb, n1)
+    mm = base_mm[u] - fb.mm + mm_at_shock(fb, np.full(u.size, shock))
     cost = (
         base_cost[u]
         - liquidation_cost(fb, fb.notional, fb.instrument)
@@ -583,8 +648,16 @@ def _unit_now(
 def compute_partials(book: AccountBook, config: EngineConfig) -> dict[str, FundPartial]:
     """Per-fund additive aggregates of ``book`` (see :mod:`streams.engine.venue`)."""
     grid = config.fine_grid()
-    fb = flatten(book)
-    units = unit_coefficients(fb, float(grid[0]), float(grid[-1]))
+    lo = min(
+        [float(grid[0]), -config.idiosyncratic_shock]
+        + [min([sc.default_shock, *sc.shocks.values()]) for sc in config.scenarios.values()]
+    )
+    hi = max(
+        [float(grid[-1]), config.idiosyncratic_shock]
+        + [max([sc.default_shock, *sc.shocks.values()]) for sc in config.scenarios.values()]
+    )
+    fb = flatten(book, lo, hi)
+    units = unit_coefficients(fb)
     result, _cand, bad_now, liq_now = evaluate_grid(fb, units, grid)
     nf = len(book.funds)
     n_inst = len(book.instruments)

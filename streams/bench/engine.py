@@ -1,0 +1,297 @@
+"""``riskmon bench engine``: throughput of the risk engine on a large synthetic venue.
+
+One run, one JSON object. Phases (all on one core, one process):
+
+1. generate the venue (:mod:`streams.bench.venue_gen`) and bulk-load it;
+2. price ticks drawn by instrument popularity (a major's tick revalues all of its holders — the
+   same Zipf weights decide who holds what and what ticks), small random-walk moves:
+   * ``ticks_per_s``: one tick at a time through ``apply_price_fast`` (state transitions evaluated
+     after every tick);
+   * ``ticks_per_s_conflated``: the same kind of stream in batches of ``--batch`` ticks through
+     ``apply_prices_fast`` (last mark per instrument wins; states evaluated once per batch) —
+     what a driver that conflates per time slice gets;
+3. position updates (size/entry changes of existing positions, some closes and re-opens) through
+   ``apply_position_fast``;
+4. the venue figures: ``engine.venue()`` = partials (full fine stress grid, named and
+   idiosyncratic scenarios, ADL candidates) + fund reports (exhaustion shocks, haircut, ADL queue);
+5. the naive reference on the same final book: one recompute-everything pass (what the naive
+   design does per event) → ``speedup_vs_naive`` = naive seconds per event / engine seconds per
+   tick; and agreement of every account's equity / MM and of the current bad debt per fund.
+
+``rss_bytes`` is the peak RSS measured BEFORE the naive reference is built (it is not part of the
+engine's footprint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import resource
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from streams.bench.venue_gen import Venue, generate_venue
+from streams.engine.book import bulk_load
+from streams.engine.config import EngineConfig
+from streams.engine.engine import RiskEngine
+from streams.engine.models import FundUpdate
+from streams.engine.naive import NaiveBook, NaivePosition
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    parser.add_argument("--accounts", type=int, default=200_000)
+    parser.add_argument("--positions", type=int, default=1_000_000)
+    parser.add_argument("--instruments", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--ticks", type=int, default=20_000, help="unconflated ticks (max)")
+    parser.add_argument("--conflated-ticks", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=2_000, help="ticks per conflated batch")
+    parser.add_argument("--updates", type=int, default=100_000, help="position updates")
+    parser.add_argument("--time-budget", type=float, default=3.0, help="seconds per phase (max)")
+
+
+def _peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _tick_stream(
+    venue: Venue, marks: np.ndarray, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Instruments by popularity; each tick moves that instrument's mark by ~2 bp (random walk)."""
+    ks = rng.choice(marks.size, size=n, p=venue.popularity)
+    r = rng.normal(0.0, 2e-4, n)
+    order = np.argsort(ks, kind="stable")
+    ks_sorted = ks[order]
+    cum = np.cumsum(r[order])
+    starts = np.searchsorted(ks_sorted, ks_sorted, side="left")
+    base = np.where(starts > 0, cum[np.maximum(starts - 1, 0)], 0.0)
+    logm = np.log(marks[ks_sorted]) + cum - base
+    out = np.empty(n)
+    out[order] = np.exp(logm)
+    last = np.full(marks.size, -1)
+    last[ks] = np.arange(n)
+    touched = last >= 0
+    marks[touched] = out[last[touched]]
+    return ks.astype(np.int64), out
+
+
+def run_bench(
+    accounts: int = 200_000,
+    positions: int = 1_000_000,
+    instruments: int = 500,
+    seed: int = 7,
+    ticks: int = 20_000,
+    conflated_ticks: int = 200_000,
+    batch: int = 2_000,
+    updates: int = 100_000,
+    time_budget: float = 3.0,
+) -> dict[str, Any]:
+    rng = np.random.default_rng(seed + 1)
+    t0 = time.perf_counter()
+    venue = generate_venue(accounts, positions, instruments, seed)
+    gen_s = time.perf_counter() - t0
+
+    # -- load --
+    t0 = time.perf_counter()
+    config = EngineConfig()
+    engine = RiskEngine(config)
+    for inst in venue.instruments:
+        engine.upsert_instrument(inst)
+    for k, m in enumerate(venue.marks.tolist()):
+        engine.apply_price_fast(k, m, 0.0)
+    for fund, bal in venue.fund_balances.items():
+        engine.apply_fund(FundUpdate(fund=fund, balance=bal, ts_event=0.0))
+    bulk_load(
+        engine.book, venue.account_names, venue.wallets, venue.account, venue.instrument,
+        venue.size, venue.entry, venue.isolated, venue.isolated_margin,
+    )
+    load_s = time.perf_counter() - t0
+    marks = venue.marks.copy()
+    ts = 1.0
+
+    # -- ticks, one at a time --
+    ks, ms = _tick_stream(venue, marks, ticks, rng)
+    holders = np.array([engine.book.instruments[k].cross.n for k in range(len(venue.instruments))])  # type: ignore[union-attr]
+    apply = engine.apply_price_fast
+    done = 0
+    transitions = 0
+    t0 = time.perf_counter()
+    for k, m in zip(ks.tolist(), ms.tolist(), strict=True):
+        transitions += len(apply(k, m, ts))
+        done += 1
+        if done % 256 == 0 and time.perf_counter() - t0 > time_budget:
+            break
+    tick_s = time.perf_counter() - t0
+    # (ticks left unapplied by the time budget must not count as applied)
+    marks = np.array([engine.book.instruments[k].mark for k in range(marks.size)])
+    ticks_per_s = done / tick_s
+    holders_per_tick = float(holders[ks[:done]].mean()) if done else 0.0
+
+    # -- ticks, conflated batches --
+    ks2, ms2 = _tick_stream(venue, marks, conflated_ticks, rng)
+    done2 = 0
+    t0 = time.perf_counter()
+    for start in range(0, conflated_ticks, batch):
+        ts += 1.0
+        transitions += len(
+            engine.apply_prices_fast(ks2[start : start + batch], ms2[start : start + batch], ts)
+        )
+        done2 = min(start + batch, conflated_ticks)
+        if time.perf_counter() - t0 > time_budget:
+            break
+    conflated_s = time.perf_counter() - t0
+    marks = np.array([engine.book.instruments[k].mark for k in range(marks.size)])
+
+    # -- position updates --
+    n_pos = venue.n_positions
+    size = venue.size.copy()
+    entry = venue.entry.copy()
+    seqs = np.ones(n_pos, dtype=np.int64)
+    pick = rng.integers(0, n_pos, updates)
+    factor = rng.uniform(0.5, 1.5, updates)
+    closes = rng.random(updates) < 0.05
+    names = venue.account_names
+    inst_names = [i.instrument for i in venue.instruments]
+    upd_acct = [names[a] for a in venue.account[pick].tolist()]
+    upd_inst = venue.instrument[pick].tolist()
+    iso = venue.isolated[pick].tolist()
+    iso_m = venue.isolated_margin[pick].tolist()
+    apply_pos = engine.apply_position_fast
+    done3 = 0
+    t0 = time.perf_counter()
+    for j in range(updates):
+        p = int(pick[j])
+        seqs[p] += 1
+        if closes[j] or size[p] == 0:
+            new_size = 0.0 if size[p] != 0 else venue.size[p]
+        else:
+            new_size = size[p] * factor[j]
+        size[p] = new_size
+        apply_pos(upd_acct[j], upd_inst[j], new_size, float(entry[p]), iso[j], iso_m[j],
+                  int(seqs[p]), ts)
+        done3 += 1
+        if done3 % 1024 == 0 and time.perf_counter() - t0 > time_budget:
+            break
+    update_s = time.perf_counter() - t0
+
+    # -- venue figures --
+    t0 = time.perf_counter()
+    partials = engine.partials()
+    partials_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    reports = engine.venue(partials)
+    report_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    reports = engine.venue()
+    stress_s = time.perf_counter() - t0
+    rss = _peak_rss_bytes()
+
+    # -- naive reference on the same final book --
+    naive = NaiveBook(config)
+    for inst in venue.instruments:
+        naive.upsert_instrument(inst)
+    for k, name in enumerate(inst_names):
+        naive.marks[name] = float(marks[k])
+    for a, w in zip(names, venue.wallets.tolist(), strict=True):
+        naive.wallets[a] = w
+        naive.accounts.append(a)
+    for a, k, s, e, i, im in zip(
+        venue.account.tolist(), venue.instrument.tolist(), size.tolist(), entry.tolist(),
+        venue.isolated.tolist(), venue.isolated_margin.tolist(), strict=True,
+    ):
+        if s != 0:
+            naive.positions[(names[a], inst_names[k])] = NaivePosition(s, e, i, im if i else 0.0)
+    t0 = time.perf_counter()
+    figures = naive.all_account_figures()
+    naive_s = time.perf_counter() - t0
+
+    book = engine.book
+    n_acc = book.n_accounts
+    want_eq = np.array([figures[a]["equity"] for a in names])
+    want_mm = np.array([figures[a]["mm"] for a in names])
+    want_gross = np.array([figures[a]["notional"] for a in names]) + np.abs(venue.wallets) + 1.0
+    got_eq = book.equity[:n_acc]
+    got_mm = book.mm[:n_acc]
+    rel = max(
+        float(np.max(np.abs(got_eq - want_eq) / want_gross)),
+        float(np.max(np.abs(got_mm - want_mm) / want_gross)),
+    )
+    t0 = time.perf_counter()
+    naive_now = naive.uniform(0.0)
+    naive_point_s = time.perf_counter() - t0
+    gross_all = float(want_gross.sum())
+    venue_rel = 0.0
+    venue_ok = True
+    for fund, p in partials.items():
+        got = p.bad_debt_now_usd
+        w = naive_now.get(fund, {"bad_lo": 0.0, "bad_hi": 0.0})
+        venue_ok &= w["bad_lo"] - 1e-9 * gross_all <= got <= w["bad_hi"] + 1e-9 * gross_all
+        venue_rel = max(venue_rel, abs(got - w["bad_hi"]) / gross_all)
+    agrees = bool(rel < 1e-9 and venue_ok)
+
+    engine_tick_s = tick_s / max(done, 1)
+    first = next(iter(sorted(reports)), None)
+    headline = reports[first] if first else None
+    return {
+        "ticks_per_s": round(ticks_per_s, 1),
+        "ticks_per_s_conflated": round(done2 / conflated_s, 1),
+        "conflation_batch": batch,
+        "position_updates_per_s": round(done3 / update_s, 1),
+        "stress_grid_s": round(stress_s, 4),
+        "partials_s": round(partials_s, 4),
+        "fund_report_s": round(report_s, 4),
+        "rss_bytes": rss,
+        "speedup_vs_naive": round(naive_s / engine_tick_s, 1),
+        "agrees": agrees,
+        "max_rel_diff": rel,
+        "venue_max_rel_diff": venue_rel,
+        "naive_recompute_s": round(naive_s, 3),
+        "naive_stress_point_s": round(naive_point_s, 3),
+        "naive_stress_grid_s_estimated": round(naive_point_s * config.shock_grid().size, 1),
+        "engine_s_per_tick": engine_tick_s,
+        "holders_per_tick_mean": round(holders_per_tick, 1),
+        "ticks_measured": done,
+        "conflated_ticks_measured": done2,
+        "position_updates_measured": done3,
+        "state_transitions": transitions,
+        "accounts": accounts,
+        "positions": venue.n_positions,
+        "instruments": instruments,
+        "seed": seed,
+        "generate_s": round(gen_s, 3),
+        "load_s": round(load_s, 3),
+        "grid_points": int(config.shock_grid().size),
+        "fine_grid_points": int(config.fine_grid().size),
+        "headline_fund": first,
+        "headline_exhaustion_shock_down": headline.exhaustion_shock_down if headline else None,
+        "headline_exhaustion_shock_up": headline.exhaustion_shock_up if headline else None,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return x
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    result = run_bench(
+        accounts=args.accounts, positions=args.positions, instruments=args.instruments,
+        seed=args.seed, ticks=args.ticks, conflated_ticks=args.conflated_ticks,
+        batch=args.batch, updates=args.updates, time_budget=args.time_budget,
+    )
+    print(json.dumps({k: _json_safe(v) for k, v in result.items()}))
+    return 0 if result["agrees"] else 1
