@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streams.engine.adl import hyperliquid_score
-from streams.engine.book import AccountBook
+from streams.engine.book import AccountBook, InstrumentState
 from streams.engine.config import EngineConfig
 from streams.engine.tiers import FloatArray, IntArray, TierTable
 from streams.engine.venue import STATE_LABELS, AdlCandidate, FundPartial, merge_top
@@ -113,9 +113,9 @@ def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) 
         "instrument",
         "mark",
         "inverse",
+        "tier",
     )
     parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    hinges: list[tuple[IntArray, FloatArray, FloatArray, float]] = []
     slices: list[tuple[int, int]] = []
     offset = 0
     for inst in insts:
@@ -143,25 +143,8 @@ def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) 
             parts["instrument"].append(np.full(n, inst.index, dtype=np.int64))
             parts["mark"].append(np.full(n, inst.mark))
             parts["inverse"].append(np.full(n, inst.inverse))
-            if inst.inverse:
-                parts["mslope"].append(np.zeros(n))
-            else:
-                parts["mslope"].append(notional * table.mmr[t])
-                floors = table.floors_usd
-                for j in range(1, floors.size):
-                    dmmr = float(table.mmr[j] - table.mmr[j - 1])
-                    up = np.flatnonzero((t < j) & (floors[j] < notional * (1.0 + shock_max)))
-                    down = np.flatnonzero((t >= j) & (floors[j] > notional * (1.0 + shock_min)))
-                    for idx, direction in ((up, 1.0), (down, -1.0)):
-                        if idx.size:
-                            hinges.append(
-                                (
-                                    offset + idx,
-                                    floors[j] / notional[idx] - 1.0,
-                                    notional[idx] * dmmr,
-                                    direction,
-                                )
-                            )
+            parts["mslope"].append(np.zeros(n) if inst.inverse else notional * table.mmr[t])
+            parts["tier"].append(t)
             offset += n
         slices.append((start, offset))
     dtypes = {
@@ -169,6 +152,7 @@ def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) 
         "instrument": np.int64,
         "isolated": np.bool_,
         "inverse": np.bool_,
+        "tier": np.int64,
     }
     cols = {
         k: np.concatenate(v) if v else np.zeros(0, dtype=dtypes.get(k, np.float64))
@@ -179,18 +163,7 @@ def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) 
     unit = cols["account"].copy()
     iso_idx = np.flatnonzero(iso)
     unit[iso_idx] = n_acc + np.arange(iso_idx.size)
-    if hinges:
-        h_pos = np.concatenate([h[0] for h in hinges])
-        h_break = np.concatenate([h[1] for h in hinges])
-        h_coef = np.concatenate([h[2] for h in hinges])
-        h_dir = np.concatenate([np.full(h[0].size, h[3]) for h in hinges])
-    else:
-        h_pos, h_break, h_coef, h_dir = (
-            np.zeros(0, dtype=np.int64),
-            np.zeros(0),
-            np.zeros(0),
-            np.zeros(0),
-        )
+    h_pos, h_break, h_coef, h_dir = _hinges(insts, cols, shock_min, shock_max)
     return FlatBook(
         n_accounts=n_acc,
         n_units=n_acc + iso_idx.size,
@@ -223,6 +196,51 @@ def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) 
         unit_base=np.concatenate((book.wallet[:n_acc], cols["iso_margin"][iso_idx])),
         unit_account=np.concatenate((np.arange(n_acc), cols["account"][iso_idx])),
         n_funds=len(book.funds),
+    )
+
+
+def _hinges(
+    insts: list[InstrumentState],
+    cols: dict[str, np.ndarray],
+    shock_min: float,
+    shock_max: float,
+) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
+    """Tier-floor hinges of linear positions whose notional crosses a floor within the range."""
+    n_t = max((len(i.floors) for i in insts), default=1)
+    floors = np.full((len(insts), n_t + 1), np.inf)
+    mmr = np.zeros((len(insts), n_t + 1))
+    for i in insts:
+        floors[i.index, : len(i.floors)] = i.floors
+        mmr[i.index, : len(i.mmr)] = i.mmr
+        mmr[i.index, len(i.mmr) :] = i.mmr[-1]
+    k, t, n = cols["instrument"], cols["tier"], cols["notional"]
+    lin = ~cols["inverse"]
+    cross = lin & (
+        (floors[k, t + 1] < n * (1.0 + shock_max))
+        | ((t > 0) & (floors[k, t] > n * (1.0 + shock_min)))
+    )
+    sub = np.flatnonzero(cross)
+    pos, brk, coef, direction = [], [], [], []
+    ks, ts, ns = k[sub], t[sub], n[sub]
+    for j in range(1, n_t):
+        fj = floors[ks, j]
+        dmmr = mmr[ks, j] - mmr[ks, j - 1]
+        up = (ts < j) & (fj < ns * (1.0 + shock_max))
+        down = (ts >= j) & (fj > ns * (1.0 + shock_min))
+        for mask, d in ((up, 1.0), (down, -1.0)):
+            idx = np.flatnonzero(mask)
+            if idx.size:
+                pos.append(sub[idx])
+                brk.append(fj[idx] / ns[idx] - 1.0)
+                coef.append(ns[idx] * dmmr[idx])
+                direction.append(np.full(idx.size, d))
+    if not pos:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(0)
+    return (
+        np.concatenate(pos),
+        np.concatenate(brk),
+        np.concatenate(coef),
+        np.concatenate(direction),
     )
 
 
