@@ -26,7 +26,19 @@ from streams.sim.liquidator import VenueLiquidator
 from streams.sim.venue import SimAccount, Venue, VenueConfig, generate_venue
 
 #: Uniform shocks recorded in the report's time series (besides "current").
-REPORT_SHOCKS: tuple[float, ...] = (-0.30, -0.20, -0.10, -0.05, 0.05, 0.10, 0.20, 0.30)
+REPORT_SHOCKS: tuple[float, ...] = (
+    -0.30,
+    -0.20,
+    -0.10,
+    -0.05,
+    -0.03,
+    -0.02,
+    -0.01,
+    0.05,
+    0.10,
+    0.20,
+    0.30,
+)
 DEFAULT_SEED = 7
 
 

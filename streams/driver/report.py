@@ -33,6 +33,9 @@ STATES = ("healthy", "watch", "at_risk", "liquidatable", "underwater")
 MAX_SERIES_POINTS = 2000
 SIGNAL_SCENARIOS = (
     "current",
+    "uniform_down_1",
+    "uniform_down_2",
+    "uniform_down_3",
     "uniform_down_5",
     "uniform_down_10",
     "uniform_down_20",
@@ -361,7 +364,7 @@ def _headlines(fund: str, s: Mapping[str, Any]) -> list[str]:
         f"{fmt_usd(s['realized_bad_debt_usd'])} (fund paid {fmt_usd(s['fund_paid_usd'])}, "
         f"socialized {fmt_usd(s['socialized_usd'])})"
     )
-    for scen in ("current", "uniform_down_10", "uniform_down_20", "uniform_up_10"):
+    for scen in ("current", "uniform_down_2", "uniform_down_5", "uniform_down_10"):
         lead = s["lead_times"].get(scen)
         verb = "exhaustion" if target["kind"] == "fund_exhausted" else "that bad debt"
         if lead is None:
