@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
@@ -42,10 +43,10 @@ def usd(x: float | None) -> str:
 
 def shock(x: float | None) -> str:
     if x is None or not math.isfinite(x):
-        return "survives ±50 %"
+        return "> 50%"
     if x <= 0:
-        return "EXHAUSTED NOW"
-    return f"{100 * x:.1f} %"
+        return "NOW"
+    return f"{100 * x:.1f}%"
 
 
 @dataclass
@@ -112,45 +113,42 @@ def _header(v: DemoView) -> RenderableType:
 
 def _funds(v: DemoView) -> RenderableType:
     table = Table(
-        expand=True,
-        title="Insurance funds — projected bad debt (liquidate everything liquidatable now)",
+        expand=False,
+        box=box.SIMPLE_HEAD,
+        title="Insurance funds (projected = liquidate everything liquidatable now)",
         title_justify="left",
     )
-    for col in (
-        "fund",
-        "balance",
-        "realized bad debt",
-        "bad debt now",
-        "−10 %",
-        "−20 %",
-        "−30 %",
-        "socialized now",
-        "exhaustion ↓",
-        "exhaustion ↑",
-    ):
-        table.add_column(col, justify="right" if col != "fund" else "left")
-    for name, f in sorted(v.funds.items()):
-        bad = f.get("bad_debt", {})
+    names = sorted(v.funds)
+    table.add_column("")
+    for name in names:
+        table.add_column(name, justify="right", no_wrap=True, min_width=10)
+
+    def bad_cell(f: Mapping[str, Any], key: str) -> Text:
+        x = f.get("bad_debt", {}).get(key)
         balance = f.get("balance_usd", 0.0)
+        style = "bold red" if x is not None and x > balance else ("yellow" if x else "")
+        return Text(usd(x), style=style)
 
-        def cell(x: float | None, balance: float = balance) -> Text:
-            style = "bold red" if x is not None and x > balance else ("yellow" if x else "")
-            return Text(usd(x), style=style)
+    def shock_cell(x: float | None) -> Text:
+        return Text(shock(x), style="bold red" if x is not None and x < 0.1 else "")
 
-        ex_dn = f.get("exhaustion_down")
-        ex_up = f.get("exhaustion_up")
+    funds = [v.funds[n] for n in names]
+    table.add_row("balance", *[usd(f.get("balance_usd")) for f in funds])
+    table.add_row("realized bad debt", *[usd(f.get("realized_bad_debt_usd")) for f in funds])
+    table.add_row("projected bad debt now", *[bad_cell(f, "current") for f in funds])
+    for pct in (10, 20, 30):
         table.add_row(
-            name,
-            usd(balance),
-            usd(f.get("realized_bad_debt_usd")),
-            cell(bad.get("current")),
-            cell(bad.get("uniform_down_10")),
-            cell(bad.get("uniform_down_20")),
-            cell(bad.get("uniform_down_30")),
-            Text(usd(f.get("socialized_usd")), style="bold red" if f.get("socialized_usd") else ""),
-            Text(shock(ex_dn), style="bold red" if ex_dn is not None and ex_dn < 0.1 else ""),
-            Text(shock(ex_up), style="bold red" if ex_up is not None and ex_up < 0.1 else ""),
+            f"  after a −{pct} % shock", *[bad_cell(f, f"uniform_down_{pct}") for f in funds]
         )
+    table.add_row(
+        "socialized now",
+        *[
+            Text(usd(f.get("socialized_usd")), style="bold red" if f.get("socialized_usd") else "")
+            for f in funds
+        ],
+    )
+    table.add_row("exhaustion shock ↓", *[shock_cell(f.get("exhaustion_down")) for f in funds])
+    table.add_row("exhaustion shock ↑", *[shock_cell(f.get("exhaustion_up")) for f in funds])
     return table
 
 
@@ -162,11 +160,14 @@ def _states(v: DemoView) -> RenderableType:
         width = 0 if n == 0 else max(1, round(40 * n / total))
         t.append(f"{state:>12} {n:>6,} ", style=style)
         t.append("█" * width + "\n", style=style)
+    t.rstrip()
     return Panel(t, title="Accounts by risk state (with open positions)", title_align="left")
 
 
 def _top(v: DemoView) -> RenderableType:
-    table = Table(expand=True, title="Top at-risk accounts", title_justify="left")
+    table = Table(
+        expand=True, box=box.SIMPLE_HEAD, title="Top at-risk accounts", title_justify="left"
+    )
     for col in ("account", "state", "utilization", "equity", "notional", "to liq ↓", "to liq ↑"):
         table.add_column(col, justify="left" if col in ("account", "state") else "right")
     for r in v.top:
@@ -198,6 +199,7 @@ def _adl(v: DemoView) -> RenderableType:
     )
     table = Table(
         expand=True,
+        box=box.SIMPLE_HEAD,
         title=title,
         title_justify="left",
         title_style="bold red" if v.adl_active else "",
