@@ -81,6 +81,8 @@ class BenchConfig:
     skip_worker: bool = False
     worker_argv: Sequence[str] = (sys.executable, "-m", "streams", "worker")
     log: bool = True
+    # Scrapes cost the worker loop time (gauges are computed at scrape time): poll gently.
+    poll_interval_s: float = 1.0
 
 
 @dataclass
@@ -343,7 +345,7 @@ class WorkerProcess:
 
 
 async def wait_consumed(
-    worker: WorkerProcess, expected: int, timeout_s: float, say: Any
+    worker: WorkerProcess, expected: int, timeout_s: float, say: Any, poll_s: float = 1.0
 ) -> tuple[int, float, float, float]:
     """Poll /metrics until ``expected`` events are counted (accepted + rejected) or progress
     stalls. Returns (events counted in the measured window, seconds, total seen, rejected)."""
@@ -372,7 +374,7 @@ async def wait_consumed(
             if first is not None and now - stall_since > 60:
                 say(f"worker stalled at {seen:.0f}/{expected} events")
                 break
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(poll_s)
     if first is None:
         raise RuntimeError(f"worker counted no events in {timeout_s:.0f}s:\n{worker.log_tail()}")
     return int(last[1] - first[1]), last[0] - first[0], last[1], rejected
@@ -415,7 +417,7 @@ async def run_bench(cfg: BenchConfig) -> BenchResult:
             worker = WorkerProcess(cfg, topics, run_id)
             say(f"worker pid {worker.proc.pid}, metrics {worker.url}")
             counted, seconds, seen, rejected = await wait_consumed(
-                worker, pre.total, cfg.timeout_s, say
+                worker, pre.total, cfg.timeout_s, say, cfg.poll_interval_s
             )
             if rejected:
                 notes.append(f"worker rejected {rejected:.0f} of the pre-loaded events")
@@ -440,7 +442,7 @@ async def run_bench(cfg: BenchConfig) -> BenchResult:
             if achieved < 0.9 * cfg.latency_rate:
                 notes.append(f"producer reached only {achieved:,.0f}/s of {cfg.latency_rate:,.0f}")
             expected = (before[0] + before[1] if before else 0) + lat.total
-            await wait_consumed(worker, int(expected), 120.0, say)
+            await wait_consumed(worker, int(expected), 120.0, say, cfg.poll_interval_s)
             after = await worker.metrics()
             if before is not None and after is not None:
                 delta = bucket_delta(after[2], before[2])
@@ -527,6 +529,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--keep-topics", action="store_true", help="do not delete bench topics")
     parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=1.0,
+        help="seconds between /metrics scrapes of the worker (default: %(default)s)",
+    )
+    parser.add_argument(
         "--baseline-only",
         action="store_true",
         help="pre-load and measure the bare consumer only (no worker)",
@@ -547,6 +555,7 @@ def run(args: argparse.Namespace) -> int:
         keep_topics=args.keep_topics,
         skip_worker=args.baseline_only,
         log=not args.json,
+        poll_interval_s=max(0.05, args.poll_interval),
     )
     try:
         result = asyncio.run(run_bench(cfg))

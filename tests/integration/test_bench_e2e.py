@@ -67,6 +67,8 @@ def test_bench_e2e_smoke(kafka_bootstrap: str) -> None:
             "3000",
             "--partitions",
             "2",
+            "--poll-interval",
+            "0.25",
             "--latency-rate",
             "300",
             "--latency-duration",
