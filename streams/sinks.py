@@ -28,9 +28,11 @@ class RedisSink:
         self._top_n = r.max_accounts
 
         def rows() -> list[Any]:
-            out = []
-            for engine in engines():
-                out.extend(rows_from_engine(engine, self._top_n))
+            out: list[Any] = []
+            current = list(engines())
+            budget = 0.05 / max(1, len(current))  # keep one flush short on the event loop
+            for engine in current:
+                out.extend(rows_from_engine(engine, self._top_n, budget_s=budget))
             return out
 
         self.store = RedisWatchList.from_url(
@@ -51,7 +53,19 @@ class RedisSink:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.ensure_future(self.sink.run())
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        """``WatchListSink.run`` survives Redis errors; this also survives anything else (logged,
+        retried after a pause) — the watch list is best effort, the pipeline must not notice."""
+        while True:
+            try:
+                await self.sink.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("redis watch list sink failed; retrying in 5 s")
+                await asyncio.sleep(5.0)
 
     async def close(self) -> None:
         if self._task is not None:
