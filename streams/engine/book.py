@@ -32,6 +32,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -122,14 +123,14 @@ class InstrumentState:
     cross: Block | None = None
     iso: Block | None = None
     slots: dict[int, int] | None = None  # account index -> slot (≥ 0 cross, ~slot isolated)
+    seqs: dict[int, int] | None = None  # account index -> last position seq (closed ones too)
 
     @property
     def name(self) -> str:
         return self.model.instrument
 
 
-@dataclass(frozen=True, slots=True)
-class PositionValues:
+class PositionValues(NamedTuple):
     qv: float
     upnl: float
     notional: float
@@ -272,7 +273,6 @@ class AccountBook:
         self.balance_seq: IntArray = np.full(cap, -1, dtype=np.int64)
         self.cross_count: IntArray = np.zeros(cap, dtype=np.int64)
         self.positions_of: list[set[int]] = []  # account index -> instrument indices held
-        self.position_seq: dict[tuple[int, int], int] = {}
 
     # -- REFERENCE DATA ----------------------------------------------------------------------------
 
@@ -299,7 +299,7 @@ class AccountBook:
             k = len(self.instruments)
             self.instrument_index[model.instrument] = k
             self.instruments.append(
-                InstrumentState(index=k, cross=Block(), iso=Block(), slots={}, **fields)  # type: ignore[arg-type]
+                InstrumentState(index=k, cross=Block(), iso=Block(), slots={}, seqs={}, **fields)  # type: ignore[arg-type]
             )
             return []
         inst = self.instruments[k]
@@ -508,8 +508,10 @@ class AccountBook:
     ) -> list[Transition]:
         """Set the absolute position of (account, instrument ``k``); raises RejectedEvent."""
         a = self.account_of(account)
-        key = (a, k)
-        prev_seq = self.position_seq.get(key)
+        inst = self.instruments[k]
+        seqs = inst.seqs
+        assert seqs is not None
+        prev_seq = seqs.get(a)
         if prev_seq is not None and seq <= prev_seq:
             reason = RejectReason.DUPLICATE if seq == prev_seq else RejectReason.STALE_SEQUENCE
             raise RejectedEvent(
@@ -519,8 +521,7 @@ class AccountBook:
                     f"vs stored {prev_seq}",
                 )
             )
-        self.position_seq[key] = seq
-        inst = self.instruments[k]
+        seqs[a] = seq
         if math.isnan(inst.mark):
             inst.mark = entry
         slots = inst.slots
@@ -726,7 +727,8 @@ def bulk_load(
         k = inst.index
         for a in account[sel].tolist():
             book.positions_of[a].add(k)
-        book.position_seq.update(dict.fromkeys(((a, k) for a in account[sel].tolist()), seq))
+        assert inst.seqs is not None
+        inst.seqs.update(dict.fromkeys(account[sel].tolist(), seq))
     book.resync()
     a_all = np.arange(n_acc)
     book._restate(a_all)

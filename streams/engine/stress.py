@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -92,9 +92,18 @@ class FlatBook:
     unit_account: IntArray
     n_funds: int
 
+    fund: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    cost_fee: FloatArray = field(default_factory=lambda: np.zeros(0))  # now, per position
+    cost_impact: FloatArray = field(default_factory=lambda: np.zeros(0))
+
     @property
-    def fund(self) -> IntArray:
-        return self.fund_of_instrument[self.instrument]
+    def cost(self) -> FloatArray:
+        return self.cost_fee + self.cost_impact
+
+    def cost_at(self, x: FloatArray | float) -> FloatArray:
+        """Liquidation cost when each mark moves by ``x`` (inverse USD notional does not move)."""
+        g = 1.0 + np.where(self.inverse, 0.0, x)
+        return self.cost_fee * g + self.cost_impact * g**1.5
 
 
 def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) -> FlatBook:
@@ -164,7 +173,7 @@ def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) 
     iso_idx = np.flatnonzero(iso)
     unit[iso_idx] = n_acc + np.arange(iso_idx.size)
     h_pos, h_break, h_coef, h_dir = _hinges(insts, cols, shock_min, shock_max)
-    return FlatBook(
+    fb = FlatBook(
         n_accounts=n_acc,
         n_units=n_acc + iso_idx.size,
         unit=unit,
@@ -197,6 +206,12 @@ def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) 
         unit_account=np.concatenate((np.arange(n_acc), cols["account"][iso_idx])),
         n_funds=len(book.funds),
     )
+    fb.fund = fb.fund_of_instrument[fb.instrument]
+    fb.cost_fee = fb.notional * fb.fee[fb.instrument]
+    fb.cost_impact = (
+        fb.notional * fb.impact[fb.instrument] * np.sqrt(fb.notional / fb.depth[fb.instrument])
+    )
+    return fb
 
 
 def _hinges(
@@ -294,6 +309,9 @@ class Units:
     crossing_pos: IntArray  # positions whose tier changes inside the hinge range
     weights: FloatArray  # (units, funds): share of each fund, rows sum to 1 (0 if no position)
     account: IntArray
+    row_ptr: IntArray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))  # CSR of weights
+    row_fund: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    row_weight: FloatArray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def n(self) -> int:
@@ -305,8 +323,8 @@ def unit_coefficients(fb: FlatBook) -> Units:
     lin = ~fb.inverse
     n = fb.notional
     slope_p = fb.qv * fb.mark
-    cost_fee = n * fb.fee[fb.instrument]
-    cost_imp = n * fb.impact[fb.instrument] * np.sqrt(n / fb.depth[fb.instrument])
+    cost_fee = fb.cost_fee
+    cost_imp = fb.cost_impact
 
     def s(w: FloatArray) -> FloatArray:
         return _bincount(u, weights=w, minlength=nu)
@@ -326,7 +344,7 @@ def unit_coefficients(fb: FlatBook) -> Units:
             first = np.zeros(nu, dtype=np.int64)
             first[u[::-1]] = fb.fund[::-1]
             weights[np.flatnonzero(zero), first[zero]] = 1.0
-    return Units(
+    units = Units(
         e0=fb.unit_base + upnl,
         slope=s(slope_p),
         fee=s(np.where(lin, cost_fee, 0.0)),
@@ -337,10 +355,15 @@ def unit_coefficients(fb: FlatBook) -> Units:
         upnl0=upnl,
         notional0=notional,
         has_position=_bincount(u, minlength=nu) > 0,
-        crossing_pos=np.unique(fb.hinge_pos),
+        crossing_pos=fb.hinge_pos,
         weights=weights,
         account=fb.unit_account,
     )
+    ru, rf = np.nonzero(weights)
+    units.row_ptr = np.concatenate(([0], np.cumsum(np.bincount(ru, minlength=nu)))).astype(np.int64)
+    units.row_fund = rf.astype(np.int64)
+    units.row_weight = weights[ru, rf]
+    return units
 
 
 # -- GRID EVALUATION -------------------------------------------------------------------------------
@@ -489,9 +512,7 @@ def evaluate_grid(
     ev_sign = np.concatenate(sign)
     ev_unit = np.tile(cand, 5)
     ones = np.ones(nu)
-    bad = _accumulate(
-        units.weights, ev_unit, ev_pos, ev_sign, (alpha, beta, gamma, ones), count, nf
-    )
+    bad = _accumulate(units, ev_unit, ev_pos, ev_sign, (alpha, beta, gamma, ones), count, nf)
     # where no unit is active the sums are exactly 0 (not a cancellation residue)
     bad_debt = np.where(bad[3] > 0.5, np.maximum(bad[0] + bad[1] * grid + bad[2] * pgrid, 0.0), 0)
 
@@ -510,7 +531,7 @@ def evaluate_grid(
     hi = np.minimum(pb, bg)
     ok = np.flatnonzero(units.has_position & (lo <= hi))
     prof = _accumulate(
-        units.weights,
+        units,
         np.tile(ok, 2),
         np.concatenate((lo[ok], hi[ok] + 1)),
         np.concatenate((np.ones(ok.size), -np.ones(ok.size))),
@@ -576,7 +597,7 @@ def _fix_first(pred: Callable[[IntArray], BoolArray], j: IntArray, count: int) -
 
 
 def _accumulate(
-    weights: FloatArray,
+    units: Units,
     ev_unit: IntArray,
     ev_pos: IntArray,
     ev_sign: FloatArray,
@@ -587,18 +608,27 @@ def _accumulate(
     """Difference-array accumulation of unit coefficients into (funds × grid) cumulative sums.
 
     The LAST entry of ``coefs`` is taken as the active-unit count (its values are ignored).
+    Each event of a unit is expanded to the unit's (fund, weight) rows.
     """
     live = ev_sign != 0
     ev_unit, ev_pos, ev_sign = ev_unit[live], ev_pos[live], ev_sign[live]
-    w = weights[ev_unit]  # (events, funds)
-    rows, fcols = np.nonzero(w)
-    idx = fcols * (count + 1) + ev_pos[rows]
+    first = units.row_ptr[ev_unit]
+    cnt = units.row_ptr[ev_unit + 1] - first
+    if np.all(cnt == 1):
+        rows = first
+        ev = np.arange(ev_unit.size)
+    else:
+        ev = np.repeat(np.arange(ev_unit.size), cnt)
+        starts = np.cumsum(cnt) - cnt
+        rows = first[ev] + np.arange(ev.size) - starts[ev]
+    w = units.row_weight[rows]
+    idx = units.row_fund[rows] * (count + 1) + ev_pos[ev]
+    sign = ev_sign[ev]
+    unit = ev_unit[ev]
     out = []
     for c in coefs:
-        if c is coefs[-1]:  # the count of active units: weight-free, exact in floating point
-            vals = ev_sign[rows] * (w[rows, fcols] > 0)
-        else:
-            vals = ev_sign[rows] * c[ev_unit[rows]] * w[rows, fcols]
+        # the last is the count of active units: weight-free, exact in floating point
+        vals = sign if c is coefs[-1] else sign * c[unit] * w
         d = _bincount(idx, weights=vals, minlength=n_funds * (count + 1))
         out.append(np.cumsum(d.reshape(n_funds, count + 1), axis=1)[:, :count])
     return out
@@ -612,10 +642,9 @@ def unit_bad_debt(
 ) -> tuple[FloatArray, BoolArray]:
     """Bad debt of each unit and its liquidatable flag under per-instrument relative shocks."""
     x = instrument_shock[fb.instrument]
-    n1 = np.where(fb.inverse, fb.notional, fb.notional * (1.0 + x))
     eq = units.e0 + _bincount(fb.unit, weights=fb.qv * fb.mark * x, minlength=units.n)
     mm = _bincount(fb.unit, weights=mm_at_shock(fb, x), minlength=units.n)
-    cost = _bincount(fb.unit, weights=liquidation_cost(fb, n1, fb.instrument), minlength=units.n)
+    cost = _bincount(fb.unit, weights=fb.cost_at(x), minlength=units.n)
     liq = units.has_position & (mm >= eq) | (eq < 0)
     return np.where(liq, np.maximum(cost - eq, 0.0), 0.0), liq
 
@@ -630,15 +659,10 @@ def idiosyncratic_bad_debt(
         return out
     zero = np.zeros(n_instruments)
     base_eq, base_mm, base_cost = _unit_now(fb, units, zero)
-    n1 = np.where(fb.inverse, fb.notional, fb.notional * (1.0 + shock))
     u = fb.unit
     eq = base_eq[u] + fb.qv * fb.mark * shock
     mm = base_mm[u] - fb.mm + mm_at_shock(fb, np.full(u.size, shock))
-    cost = (
-        base_cost[u]
-        - liquidation_cost(fb, fb.notional, fb.instrument)
-        + liquidation_cost(fb, n1, fb.instrument)
-    )
+    cost = base_cost[u] - fb.cost + fb.cost_at(shock)
     liq = (mm >= eq) | (eq < 0)
     bad = np.where(liq, np.maximum(cost - eq, 0.0), 0.0)
     delta = bad - bad_now[u]
@@ -654,9 +678,7 @@ def idiosyncratic_bad_debt(
 def _unit_now(
     fb: FlatBook, units: Units, zero: FloatArray
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    cost = _bincount(
-        fb.unit, weights=liquidation_cost(fb, fb.notional, fb.instrument), minlength=units.n
-    )
+    cost = _bincount(fb.unit, weights=fb.cost, minlength=units.n)
     return units.e0, units.mm0, cost
 
 
@@ -720,9 +742,11 @@ def compute_partials(book: AccountBook, config: EngineConfig) -> dict[str, FundP
     )
     k = config.adl_top_k
     adl: dict[tuple[int, bool], tuple[AdlCandidate, ...]] = {}
+    ok_idx = np.flatnonzero(ok)
+    group = fb.fund[ok_idx] * 2 + (fb.size[ok_idx] > 0)
     for f in range(nf):
         for is_long in (True, False):
-            sel = np.flatnonzero(ok & (fb.fund == f) & ((fb.size > 0) == is_long))
+            sel = ok_idx[group == f * 2 + int(is_long)]
             if sel.size > k:
                 sel = sel[np.argpartition(-score[sel], k - 1)[:k]]
             adl[(f, is_long)] = merge_top(
