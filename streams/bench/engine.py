@@ -109,8 +109,15 @@ def run_bench(
     for fund, bal in venue.fund_balances.items():
         engine.apply_fund(FundUpdate(fund=fund, balance=bal, ts_event=0.0))
     bulk_load(
-        engine.book, venue.account_names, venue.wallets, venue.account, venue.instrument,
-        venue.size, venue.entry, venue.isolated, venue.isolated_margin,
+        engine.book,
+        venue.account_names,
+        venue.wallets,
+        venue.account,
+        venue.instrument,
+        venue.size,
+        venue.entry,
+        venue.isolated,
+        venue.isolated_margin,
     )
     load_s = time.perf_counter() - t0
     marks = venue.marks.copy()
@@ -174,8 +181,9 @@ def run_bench(
         else:
             new_size = size[p] * factor[j]
         size[p] = new_size
-        apply_pos(upd_acct[j], upd_inst[j], new_size, float(entry[p]), iso[j], iso_m[j],
-                  int(seqs[p]), ts)
+        apply_pos(
+            upd_acct[j], upd_inst[j], new_size, float(entry[p]), iso[j], iso_m[j], int(seqs[p]), ts
+        )
         done3 += 1
         if done3 % 1024 == 0 and time.perf_counter() - t0 > time_budget:
             break
@@ -203,8 +211,13 @@ def run_bench(
         naive.wallets[a] = w
         naive.accounts.append(a)
     for a, k, s, e, i, im in zip(
-        venue.account.tolist(), venue.instrument.tolist(), size.tolist(), entry.tolist(),
-        venue.isolated.tolist(), venue.isolated_margin.tolist(), strict=True,
+        venue.account.tolist(),
+        venue.instrument.tolist(),
+        size.tolist(),
+        entry.tolist(),
+        venue.isolated.tolist(),
+        venue.isolated_margin.tolist(),
+        strict=True,
     ):
         if s != 0:
             naive.positions[(names[a], inst_names[k])] = NaivePosition(s, e, i, im if i else 0.0)
@@ -229,8 +242,8 @@ def run_bench(
     gross_all = float(want_gross.sum())
     venue_rel = 0.0
     venue_ok = True
-    for fund, p in partials.items():
-        got = p.bad_debt_now_usd
+    for fund, part in partials.items():
+        got = part.bad_debt_now_usd
         w = naive_now.get(fund, {"bad_lo": 0.0, "bad_hi": 0.0})
         venue_ok &= w["bad_lo"] - 1e-9 * gross_all <= got <= w["bad_hi"] + 1e-9 * gross_all
         venue_rel = max(venue_rel, abs(got - w["bad_hi"]) / gross_all)
@@ -289,9 +302,15 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     result = run_bench(
-        accounts=args.accounts, positions=args.positions, instruments=args.instruments,
-        seed=args.seed, ticks=args.ticks, conflated_ticks=args.conflated_ticks,
-        batch=args.batch, updates=args.updates, time_budget=args.time_budget,
+        accounts=args.accounts,
+        positions=args.positions,
+        instruments=args.instruments,
+        seed=args.seed,
+        ticks=args.ticks,
+        conflated_ticks=args.conflated_ticks,
+        batch=args.batch,
+        updates=args.updates,
+        time_budget=args.time_budget,
     )
     print(json.dumps({k: _json_safe(v) for k, v in result.items()}))
     return 0 if result["agrees"] else 1

@@ -81,7 +81,7 @@ def generate_venue(
     marks = np.empty(n_inst)
     for i in range(n_inst):
         major = i < max(2, n_inst // 50)
-        inverse = (i % 10 == 5) and n_inst > 5
+        is_inv = (i % 10 == 5) and n_inst > 5
         if i == 0:
             mark = 60_000.0
         elif i == 1:
@@ -89,13 +89,13 @@ def generate_venue(
         else:
             mark = float(np.exp(rng.uniform(np.log(0.05), np.log(500.0))))
         marks[i] = mark
-        fund = "main" if major or i < 20 else ("inverse" if inverse else f"alts-{i % 2}")
+        fund = "main" if major or i < 20 else ("inverse" if is_inv else f"alts-{i % 2}")
         depth = 2e8 * popularity[i] / popularity[0] + 2e5
         insts.append(
             Instrument(
-                instrument=f"INST{i:04d}-{'INV' if inverse else 'PERP'}",
-                contract_type=ContractType.INVERSE if inverse else ContractType.LINEAR,
-                contract_size=(100.0 if i < 20 else 10.0) if inverse else 1.0,
+                instrument=f"INST{i:04d}-{'INV' if is_inv else 'PERP'}",
+                contract_type=ContractType.INVERSE if is_inv else ContractType.LINEAR,
+                contract_size=(100.0 if i < 20 else 10.0) if is_inv else 1.0,
                 tiers=_tiers(MAJOR_TIERS if major else ALT_TIERS),
                 liquidation_fee_ratio=0.005 if major else 0.01,
                 depth_usd=float(depth),
@@ -138,13 +138,13 @@ def generate_venue(
         side * np.maximum(1.0, np.round(notional / cs)),
         side * notional / entry / cs,
     )
-    isolated = rng.random(want) < 0.04
-    isolated_margin = np.where(isolated, notional / leverage, 0.0)
+    iso_mask = rng.random(want) < 0.04
+    isolated_margin = np.where(iso_mask, notional / leverage, 0.0)
 
     per_inst = np.bincount(ins, weights=notional, minlength=n_inst)
     fund_notional: dict[str, float] = {}
-    for k, inst in enumerate(insts):
-        fund_notional[inst.fund] = fund_notional.get(inst.fund, 0.0) + float(per_inst[k])
+    for j, inst in enumerate(insts):
+        fund_notional[inst.fund] = fund_notional.get(inst.fund, 0.0) + float(per_inst[j])
     fund_balances = {f: 0.004 * n for f, n in sorted(fund_notional.items())}
     return Venue(
         instruments=insts,
@@ -156,7 +156,7 @@ def generate_venue(
         instrument=ins,
         size=size,
         entry=entry,
-        isolated=isolated,
+        isolated=iso_mask,
         isolated_margin=isolated_margin,
         fund_balances=fund_balances,
     )

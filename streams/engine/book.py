@@ -344,8 +344,16 @@ class AccountBook:
     def _grow_accounts(self) -> None:
         old_cap = self.wallet.shape[0]
         cap = 2 * old_cap
-        for name in ("wallet", "equity", "mm", "state", "band_lo", "band_hi", "balance_seq",
-                     "cross_count"):
+        for name in (
+            "wallet",
+            "equity",
+            "mm",
+            "state",
+            "band_lo",
+            "band_hi",
+            "balance_seq",
+            "cross_count",
+        ):
             old = getattr(self, name)
             new = np.zeros(cap, dtype=old.dtype)
             new[:old_cap] = old
@@ -560,8 +568,14 @@ class AccountBook:
         return self._restate_one(a)
 
     def _update_in_place(
-        self, inst: InstrumentState, a: int, loc: int, size: float, entry: float,
-        isolated_margin: float, seq: int,
+        self,
+        inst: InstrumentState,
+        a: int,
+        loc: int,
+        size: float,
+        entry: float,
+        isolated_margin: float,
+        seq: int,
     ) -> None:
         block = inst.cross if loc >= 0 else inst.iso
         slot = loc if loc >= 0 else ~loc

@@ -11,6 +11,7 @@ ever came within 1e-9 of a threshold are skipped, as float rounding may legitima
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -77,7 +78,7 @@ class Replay:
             self.engine.upsert_instrument(inst)
             self.naive.upsert_instrument(inst)
 
-    def run(self, op: tuple) -> None:  # type: ignore[type-arg]
+    def run(self, op: tuple[Any, ...]) -> None:
         self.ts += 1.0
         kind = op[0]
         e_err = n_err = None
@@ -159,7 +160,7 @@ class Replay:
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events)
-def test_incremental_book_equals_recompute(ops: list[tuple]) -> None:  # type: ignore[type-arg]
+def test_incremental_book_equals_recompute(ops: list[tuple[Any, ...]]) -> None:
     replay = Replay(EngineConfig())
     for op in ops:
         replay.run(op)
@@ -225,8 +226,8 @@ def test_closing_a_position_deletes_its_slot() -> None:
         "a3",
         "a4",
     ]
-    acct = engine.account("a1")
-    assert acct is not None and acct.positions == 0 and acct.maintenance_margin_usd == 0.0
+    risk = engine.account("a1")
+    assert risk is not None and risk.positions == 0 and risk.maintenance_margin_usd == 0.0
     # the moved slot is still addressable
     engine.apply_position_fast("a4", "BTC", 0.0, 20_000.0, False, 0.0, 2, 3.0)
     assert block.n == 3

@@ -1,0 +1,302 @@
+"""RiskEngine facade: hand-computed examples (numbers in the comments), rejections, dispatch."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from streams.engine.config import EngineConfig, Scenario
+from streams.engine.engine import AccountRisk, Applied, RiskEngine
+from streams.engine.models import RiskState
+from streams.engine.rejections import RejectedEvent, Rejection, RejectReason
+from tests.builders import (
+    Event,
+    balance,
+    fund_update,
+    instrument,
+    inverse_instrument,
+    position,
+    tick,
+    tiers,
+)
+
+# One flat tier, 0.5 % MMR, 100x: MM = 0.5 % of notional, IM = 1 %.
+FLAT = tiers((0, 0.005, 100))
+
+
+def engine_with(*events: object, config: EngineConfig | None = None) -> RiskEngine:
+    engine = RiskEngine(config)
+    for ev in events:
+        result = engine.apply(ev)  # type: ignore[arg-type]
+        assert isinstance(result, Applied), result
+    return engine
+
+
+def acct(engine: RiskEngine, name: str = "alice") -> AccountRisk:
+    risk = engine.account(name)
+    assert risk is not None
+    return risk
+
+
+def test_one_long_walks_through_every_state() -> None:
+    # Arrange: wallet 1,000; long 1 BTC @ 20,000; no fee/impact needed here
+    engine = engine_with(
+        instrument("BTC", tiers=FLAT),
+        tick("BTC", 20_000.0),
+        balance("alice", 1_000.0),
+        position("alice", "BTC", 1.0, 20_000.0),
+    )
+    # equity 1,000, MM 100 → utilization 0.1 → healthy; IM 200 → available 800
+    a = acct(engine)
+    assert (a.equity_usd, a.maintenance_margin_usd, a.initial_margin_usd) == (1_000, 100, 200)
+    assert a.utilization == pytest.approx(0.1) and a.available_margin_usd == 800
+    assert a.state is RiskState.HEALTHY
+
+    def move(mark: float) -> list[tuple[RiskState, RiskState]]:
+        return [(t.previous, t.current) for t in engine.apply_price(tick("BTC", mark, ts=2.0))]
+
+    # 19,100: equity 100, MM 95.5 → 0.955 → at_risk (skips watch in one tick)
+    assert move(19_100.0) == [(RiskState.HEALTHY, RiskState.AT_RISK)]
+    # 19,050: equity 50, MM 95.25 → 1.905 → liquidatable
+    assert move(19_050.0) == [(RiskState.AT_RISK, RiskState.LIQUIDATABLE)]
+    # 18,900: equity −100 → underwater
+    assert move(18_900.0) == [(RiskState.LIQUIDATABLE, RiskState.UNDERWATER)]
+    assert acct(engine).utilization == math.inf
+    # 19,800: equity 800, MM 99 → 0.12375 → healthy (below every threshold − hysteresis)
+    assert move(19_800.0) == [(RiskState.UNDERWATER, RiskState.HEALTHY)]
+    assert engine.state_counts()[RiskState.HEALTHY] == 1
+
+
+def test_hysteresis_keeps_a_state_until_utilization_falls_below_threshold_minus_margin() -> None:
+    # wallet 1,000, 1 BTC long @ 20,000 (MM = 0.5 % of notional). utilization u at mark m:
+    # u = 0.005 m / (1,000 + m − 20,000)
+    engine = engine_with(
+        instrument("BTC", tiers=FLAT),
+        tick("BTC", 20_000.0),
+        balance("alice", 1_000.0),
+        position("alice", "BTC", 1.0, 20_000.0),
+    )
+    engine.apply_price(tick("BTC", 19_115.0))  # u = 95.575 / 115 = 0.831 → at_risk
+    assert acct(engine).state is RiskState.AT_RISK
+    engine.apply_price(tick("BTC", 19_125.0))  # u = 95.625 / 125 = 0.765 (< 0.8, ≥ 0.75) → stays
+    assert acct(engine).state is RiskState.AT_RISK
+    engine.apply_price(tick("BTC", 19_135.0))  # u = 95.675 / 135 = 0.709 (< 0.75) → watch
+    assert acct(engine).state is RiskState.WATCH
+
+
+def test_bad_debt_fund_and_socialized_loss_by_hand() -> None:
+    # alice: wallet 1,000, long 1 @ 20,000. bob: wallet 10,000, short 1 @ 20,000.
+    # fee 0.5 %, no impact. Mark 18,900:
+    #   alice equity = 1,000 − 1,100 = −100 (underwater); cost = 0.5 % × 18,900 = 94.5
+    #   bad debt = cost − equity = 94.5 + 100 = 194.5
+    #   fund 100 → socialized loss 94.5; bob's uPnL = +1,100 → minimal haircut 94.5 / 1,100
+    #   ADL queue: bob's short closed in full, surrendering 1,100 → overshoot 1,005.5
+    engine = engine_with(
+        instrument("BTC", tiers=FLAT, impact_coef=0.0, liquidation_fee_ratio=0.005),
+        tick("BTC", 20_000.0),
+        balance("alice", 1_000.0),
+        position("alice", "BTC", 1.0, 20_000.0),
+        balance("bob", 10_000.0),
+        position("bob", "BTC", -1.0, 20_000.0),
+        fund_update("main", 100.0),
+        tick("BTC", 18_900.0, ts=2.0),
+    )
+    r = engine.venue()["main"]
+    assert r.bad_debt_usd == pytest.approx(194.5)
+    assert r.coverage_ratio == pytest.approx(100 / 194.5)
+    assert r.socialized_loss_usd == pytest.approx(94.5)
+    assert r.profitable_upnl_usd == pytest.approx(1_100.0)
+    assert r.haircut_ratio == pytest.approx(94.5 / 1_100)
+    assert r.liquidatable_notional_usd == pytest.approx(18_900.0)
+    assert [(f.account, f.size_closed) for f in r.adl.fills] == [("bob", -1.0)]
+    assert r.adl.taken_usd == pytest.approx(1_100.0)
+    assert r.adl.overshoot_usd == pytest.approx(1_005.5)
+    assert r.exhaustion_shock_down == 0.0  # exhausted now
+    assert engine.liquidatable_notional() == {"main": pytest.approx(18_900.0)}
+
+
+def test_exhaustion_shock_is_interpolated_not_quantized() -> None:
+    # wallet 1,000, long 1 @ 20,000, mark 20,000, fee 1 %, no impact, fund 0.
+    # Liquidatable when MM ≥ equity: 0.005·20,000(1+s) ≥ 1,000 + 20,000 s → s ≤ −900/19,900
+    # (−4.523 %); bad debt there = cost − equity = 0.01·20,000(1+s) − 1,000 − 20,000 s > 0 →
+    # s < −800/19,800 (−4.04 %): so bad debt jumps from 0 to > 0 at −4.523 %.
+    engine = engine_with(
+        instrument("BTC", tiers=FLAT, impact_coef=0.0, liquidation_fee_ratio=0.01),
+        tick("BTC", 20_000.0),
+        balance("alice", 1_000.0),
+        position("alice", "BTC", 1.0, 20_000.0),
+        fund_update("main", 0.0),
+    )
+    r = engine.venue()["main"]
+    assert r.exhaustion_shock_down == pytest.approx(900 / 19_900, abs=1e-3)
+    assert r.exhaustion_shock_down != pytest.approx(0.05, abs=1e-3)  # not the 1 % grid point
+    assert r.exhaustion_shock_up == math.inf
+    # the reported 1 % grid: bad debt 0 at −4 %, positive at −5 %
+    grid = dict(zip(r.grid_shocks, r.grid, strict=True))
+    assert grid[-0.04].bad_debt_usd == 0.0
+    # at −5 %: equity = 1,000 − 1,000 = 0, cost = 190 → bad debt 190
+    assert grid[-0.05].bad_debt_usd == pytest.approx(190.0)
+
+
+def test_inverse_pnl_in_usd_at_mark() -> None:
+    # 100 contracts × $100 face (notional $10,000), entry 1,000 → mark 1,250:
+    # coin PnL = 10,000 × (1/1,000 − 1/1,250) = 2 coin = $2,500 at mark (= 10,000 × (1.25 − 1))
+    engine = engine_with(
+        inverse_instrument("INV", contract_size=100.0, tiers=FLAT),
+        tick("INV", 1_000.0),
+        balance("alice", 500.0),
+        position("alice", "INV", 100.0, 1_000.0),
+        tick("INV", 1_250.0, ts=2.0),
+    )
+    a = acct(engine)
+    assert a.upnl_usd == pytest.approx(2_500.0)
+    assert a.notional_usd == pytest.approx(10_000.0)  # USD face value does not move
+    assert a.maintenance_margin_usd == pytest.approx(50.0)
+
+
+def test_isolated_position_is_its_own_pool() -> None:
+    # alice: wallet 5,000 (cross, no cross position) + isolated long 1 @ 20,000 with 100 margin.
+    # Mark 19,000: the isolated pool has equity 100 − 1,000 = −900 → bad debt = cost + 900;
+    # the cross account itself is untouched (healthy, equity 5,000).
+    engine = engine_with(
+        instrument("BTC", tiers=FLAT, impact_coef=0.0, liquidation_fee_ratio=0.0),
+        tick("BTC", 20_000.0),
+        balance("alice", 5_000.0),
+        position("alice", "BTC", 1.0, 20_000.0, isolated_margin=100.0),
+        tick("BTC", 19_000.0, ts=2.0),
+    )
+    a = acct(engine)
+    assert a.equity_usd == 5_000.0 and a.state is RiskState.HEALTHY
+    assert a.isolated_positions == 1
+    assert a.liquidation_distance_down == 0.0  # the isolated pool is already liquidatable
+    assert engine.venue()["main"].bad_debt_usd == pytest.approx(900.0)
+
+
+def test_rejections_leave_state_untouched() -> None:
+    engine = engine_with(
+        instrument("BTC", tiers=FLAT),
+        tick("BTC", 20_000.0),
+        balance("alice", 1_000.0, seq=5),
+        position("alice", "BTC", 1.0, 20_000.0, seq=5),
+    )
+    before = acct(engine)
+    cases: list[tuple[Event, RejectReason]] = [
+        (position("alice", "BTC", 3.0, 20_000.0, seq=5), RejectReason.DUPLICATE),
+        (position("alice", "BTC", 3.0, 20_000.0, seq=4), RejectReason.STALE_SEQUENCE),
+        (balance("alice", 9.0, seq=5), RejectReason.DUPLICATE),
+        (balance("alice", 9.0, seq=1), RejectReason.STALE_SEQUENCE),
+        (position("alice", "NOPE", 1.0, 1.0), RejectReason.UNKNOWN_INSTRUMENT),
+        (tick("NOPE", 1.0), RejectReason.UNKNOWN_INSTRUMENT),
+    ]
+    for event, reason in cases:
+        result = engine.apply(event)
+        assert isinstance(result, Rejection) and result.reason is reason
+    assert acct(engine) == before
+    with pytest.raises(RejectedEvent) as exc:
+        engine.apply_position(position("alice", "BTC", 3.0, 20_000.0, seq=5))
+    assert exc.value.reason is RejectReason.DUPLICATE
+    # a stale update after a close is still rejected (the seq outlives the slot)
+    engine.apply_position(position("alice", "BTC", 0.0, 20_000.0, seq=6))
+    result = engine.apply(position("alice", "BTC", 1.0, 20_000.0, seq=6))
+    assert isinstance(result, Rejection) and result.reason is RejectReason.DUPLICATE
+
+
+def test_instrument_update_rederives_tiers_and_revalues_holders() -> None:
+    # long 1 @ 20,000 with wallet 1,000: MM 100 at 0.5 %; at 4 % MMR MM = 800 → util 0.8 → at_risk
+    engine = engine_with(
+        instrument("BTC", tiers=FLAT),
+        tick("BTC", 20_000.0),
+        balance("alice", 1_000.0),
+        position("alice", "BTC", 1.0, 20_000.0),
+    )
+    result = engine.apply(instrument("BTC", tiers=tiers((0, 0.04, 20))))
+    assert isinstance(result, Applied)
+    assert [(t.previous, t.current) for t in result.transitions] == [
+        (RiskState.HEALTHY, RiskState.AT_RISK)
+    ]
+    assert acct(engine).maintenance_margin_usd == pytest.approx(800.0)
+
+
+def test_tiers_are_reselected_when_the_mark_crosses_a_floor() -> None:
+    # 10 BTC: 200,000 at 20,000 (tier 0.5 %/1 % at 50k: cum = 50,000 × 0.005 = 250)
+    # MM = 200,000 × 1 % − 250 = 1,750; at 2,000 (notional 20,000, tier 1): MM = 100
+    engine = engine_with(
+        instrument("BTC", tiers=tiers((0, 0.005, 100), (50_000, 0.01, 50))),
+        tick("BTC", 20_000.0),
+        balance("alice", 100_000.0),
+        position("alice", "BTC", 10.0, 20_000.0),
+    )
+    assert acct(engine).maintenance_margin_usd == pytest.approx(1_750.0)
+    engine.apply_price(tick("BTC", 2_000.0, ts=2.0))
+    assert acct(engine).maintenance_margin_usd == pytest.approx(100.0)
+
+
+def test_named_scenarios_and_idiosyncratic_shocks() -> None:
+    config = EngineConfig(
+        scenarios={"btc_crash": Scenario(shocks={"BTC": -0.1})}, idiosyncratic_shock=0.1
+    )
+    # long 1 @ 20,000, wallet 1,000, fee 1 %: at −10 % equity −1,000, cost 180 → bad debt 1,180
+    engine = engine_with(
+        instrument("BTC", tiers=FLAT, impact_coef=0.0, liquidation_fee_ratio=0.01),
+        instrument("ETH", tiers=FLAT),
+        tick("BTC", 20_000.0),
+        tick("ETH", 1_000.0),
+        balance("alice", 1_000.0),
+        position("alice", "BTC", 1.0, 20_000.0),
+        config=config,
+    )
+    r = engine.venue()["main"]
+    assert r.scenarios["btc_crash"].bad_debt_usd == pytest.approx(1_180.0)
+    assert r.idiosyncratic_down_usd["BTC"] == pytest.approx(1_180.0)
+    assert r.idiosyncratic_down_usd["ETH"] == 0.0
+    assert r.idiosyncratic_up_usd["BTC"] == 0.0
+
+
+def test_account_risk_distances_and_first_passage() -> None:
+    engine = engine_with(
+        instrument("BTC", tiers=FLAT),
+        tick("BTC", 20_000.0),
+        balance("alice", 1_000.0),
+        position("alice", "BTC", 1.0, 20_000.0),
+    )
+    a = acct(engine)
+    # liquidatable when 0.005·20,000(1+s) = 1,000 + 20,000 s → s = −900/19,900
+    assert a.liquidation_distance_down == pytest.approx(900 / 19_900)
+    assert a.bankruptcy_distance_down == pytest.approx(0.05)
+    assert a.liquidation_distance_up == math.inf
+    assert 0.0 < a.liquidation_probability < 1.0
+    top = engine.top_at_risk(1)
+    assert [t.account for t in top] == ["alice"]
+
+
+def test_fast_paths_match_the_validated_paths() -> None:
+    slow = engine_with(instrument("BTC", tiers=FLAT), tick("BTC", 20_000.0))
+    fast = engine_with(instrument("BTC", tiers=FLAT), tick("BTC", 20_000.0))
+    slow.apply(balance("alice", 1_000.0))
+    slow.apply(position("alice", "BTC", 1.0, 20_000.0))
+    slow.apply(tick("BTC", 19_500.0, ts=2.0))
+    fast.apply_balance_fast("alice", 1_000.0, 1, 1.0)
+    fast.apply_position_fast("alice", fast.instrument_id("BTC"), 1.0, 20_000.0, False, 0.0, 1, 1.0)
+    fast.apply_prices_fast([fast.instrument_id("BTC")] * 2, [19_000.0, 19_500.0], 2.0)
+    assert acct(slow) == acct(fast)
+    assert fast.mark_ts("BTC") == 2.0 and fast.mark("BTC") == 19_500.0
+    assert fast.mark_ts("NOPE") is None
+
+
+def test_partials_round_trip_through_json() -> None:
+    import json
+
+    from streams.engine.venue import FundPartial
+
+    engine = engine_with(
+        instrument("BTC", tiers=FLAT),
+        tick("BTC", 20_000.0),
+        balance("alice", 1_000.0),
+        position("alice", "BTC", 1.0, 20_000.0),
+        balance("bob", 1_000.0),
+        position("bob", "BTC", -1.0, 20_500.0),
+    )
+    p = engine.partials()["main"]
+    back = FundPartial.from_dict(json.loads(json.dumps(p.to_dict())))
+    assert back.to_dict() == p.to_dict()
