@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from streams.adapters.metrics import fund_figures_from_report
 from streams.driver.inprocess import InProcessDriver, VenueReportPoint
 from streams.engine.config import EngineConfig
 from streams.engine.engine import RiskEngine
-from streams.sim.bars import BoundPath, bound_path, read_bars
+from streams.sim.bars import Bar, BoundPath, bar_duration, bound_path, by_symbol, read_bars
 from streams.sim.liquidator import VenueLiquidator
 from streams.sim.venue import SimAccount, Venue, VenueConfig, generate_venue
 
@@ -94,6 +95,15 @@ def _record(
     }
 
 
+def auto_substeps(bars: Sequence[Bar], per_symbol: float) -> int:
+    """Brownian-bridge points per leg: about one mark a minute inside coarse bars (3–20 per
+    leg), 3 for minute bars, 1 for very long files (keeps them tractable)."""
+    if per_symbol > 3000:
+        return 1
+    seconds = min(bar_duration(series) for series in by_symbol(bars).values())
+    return max(3, min(20, int(seconds / 180) - 1))
+
+
 def final_book(venue: Venue, liq: VenueLiquidator) -> Venue:
     """The venue as the liquidator left it (positions, wallets, funds, last marks)."""
     accounts = tuple(
@@ -132,10 +142,10 @@ def run_replay(
     base = venue if venue is not None else generate_venue(seed, VenueConfig(n_accounts=n_accounts))
     per_symbol = len(bars) / max(1, len({b.symbol for b in bars}))
     if substeps is None:
-        substeps = 3 if per_symbol <= 3000 else 1
+        substeps = auto_substeps(bars, per_symbol)
     path = bound_path(bars, base.marks, seed=seed, substeps=substeps)
     book = base.rescaled(path.first_prices)
-    every = report_every_s if report_every_s is not None else path.bar_seconds
+    every = report_every_s if report_every_s is not None else min(path.bar_seconds, 300.0)
     engine = RiskEngine(config or engine_config())
     liq = VenueLiquidator(book, path.start_ts)
     run = ReplayRun(book, path, engine, liq)
