@@ -229,7 +229,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="venue report cadence in event time (default: one bar)",
+        help="venue report cadence in event time (default: one bar, at most 300 s)",
     )
     parser.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
 
