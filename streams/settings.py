@@ -153,6 +153,9 @@ class WorkerSettings(_Group):
     # Create missing topics at start (inputs and outputs with RISKMON_KAFKA__PARTITIONS partitions,
     # instruments compacted, partials with 1 partition). Existing topics are never changed.
     create_topics: bool = True
+    # A rebalance whose table recovery has not completed after this long is restarted by asking
+    # the consumer to rejoin the group (works around faust recoveries that stall; 0 = never).
+    recovery_timeout_s: float = Field(default=60.0, ge=0)
     # How long a rebalance may wait for in-flight events (faust ``stream_wait_empty``).
     broker_session_timeout_s: float = Field(default=30.0, gt=0)
     broker_heartbeat_interval_s: float = Field(default=3.0, gt=0)

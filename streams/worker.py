@@ -166,6 +166,8 @@ async def _wait_for_leaders(admin: Any, topics: list[str], timeout: float = 30.0
 
 def _sidecar(settings: Any, runtime: Any) -> Any:
     """A mode.Service running /metrics, the reference reader and the Redis sink on the loop."""
+    import asyncio
+
     import mode
     from aiohttp import web
     from prometheus_client.aiohttp import make_aiohttp_handler
@@ -179,6 +181,7 @@ def _sidecar(settings: Any, runtime: Any) -> Any:
             super().__init__()
             self.reader = ReferenceReader(settings, runtime)
             self.runner: web.AppRunner | None = None
+            self.watchdog: asyncio.Future[None] | None = None
             self.port: int | None = None
 
         async def on_start(self) -> None:
@@ -202,6 +205,9 @@ def _sidecar(settings: Any, runtime: Any) -> Any:
                 extra={"host": settings.metrics.host, "port": self.port, "path": "/metrics"},
             )
             self.reader.start()
+            from streams.agents.lifecycle import recovery_watchdog
+
+            self.watchdog = asyncio.ensure_future(recovery_watchdog())
             if settings.redis.enabled:
                 from streams.sinks import RedisSink
 
@@ -213,6 +219,9 @@ def _sidecar(settings: Any, runtime: Any) -> Any:
             return web.json_response({"ready": ready}, status=200 if ready else 503)
 
         async def on_stop(self) -> None:
+            if self.watchdog is not None:
+                self.watchdog.cancel()
+                self.watchdog = None
             await self.reader.stop()
             if runtime.sink is not None:
                 await runtime.sink.close()

@@ -118,6 +118,7 @@ class Runtime:
         self.assigned: set[int] | None = None  # account partitions; None = not known yet
         self.generation = 0  # consumer-group generation the current assignment belongs to
         self.rebalancing = False
+        self.rebalance_started = 0.0  # monotonic time of the revocation that started it
         self.recovered = False  # tables recovered at least once since start
         self.owns_partials = False  # this worker owns the partials partition (the combiner)
         self.venue: VenueSnapshot | None = None  # only the combining worker sets it
@@ -246,6 +247,8 @@ class Runtime:
 
     def on_revoked(self) -> None:
         """A rebalance started: stop publishing partials until the new assignment is recovered."""
+        if not self.rebalancing:
+            self.rebalance_started = time.monotonic()
         self.rebalancing = True
         self.update_ready()
 
