@@ -101,9 +101,15 @@ class FlatBook:
         return self.cost_fee + self.cost_impact
 
     def cost_at(self, x: FloatArray | float) -> FloatArray:
-        """Liquidation cost when each mark moves by ``x`` (inverse USD notional does not move)."""
-        g = 1.0 + np.where(self.inverse, 0.0, x)
-        return self.cost_fee * g + self.cost_impact * g**1.5
+        """Liquidation cost when each mark moves by ``x`` (inverse USD notional does not move).
+
+        ``x`` must already be 0 for inverse positions (see ``linear_only``).
+        """
+        g = 1.0 + x
+        return self.cost_fee * g + self.cost_impact * (g * np.sqrt(g))
+
+    def linear_only(self, x: FloatArray) -> FloatArray:
+        return np.where(self.inverse, 0.0, x)
 
 
 def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) -> FlatBook:
@@ -564,8 +570,10 @@ def _crossing_ranges(
     """{g < 0} index range of units holding positions that cross tiers (g convex, with hinges)."""
     count = grid.shape[0]
     h_unit = fb.unit[fb.hinge_pos]
-    cu = np.unique(h_unit)
-    row = np.searchsorted(cu, h_unit)
+    marked = np.zeros(g0.size, dtype=np.bool_)
+    marked[h_unit] = True
+    cu = np.flatnonzero(marked)
+    row = (np.cumsum(marked) - 1)[h_unit]
     base0, base1 = g0[cu], g1[cu]
     coef, direction, brk = fb.hinge_coef, fb.hinge_dir, fb.hinge_break
 
@@ -610,21 +618,27 @@ def _accumulate(
     The LAST entry of ``coefs`` is taken as the active-unit count (its values are ignored).
     Each event of a unit is expanded to the unit's (fund, weight) rows.
     """
-    live = ev_sign != 0
+    live = (ev_sign != 0) & (ev_pos < count)  # events at the end never reach the grid
     ev_unit, ev_pos, ev_sign = ev_unit[live], ev_pos[live], ev_sign[live]
     first = units.row_ptr[ev_unit]
     cnt = units.row_ptr[ev_unit + 1] - first
-    if np.all(cnt == 1):
-        rows = first
-        ev = np.arange(ev_unit.size)
-    else:
-        ev = np.repeat(np.arange(ev_unit.size), cnt)
-        starts = np.cumsum(cnt) - cnt
-        rows = first[ev] + np.arange(ev.size) - starts[ev]
+    single = cnt == 1
+    if single.all():
+        rows, ev = first, None
+    else:  # expand events of multi-fund units to one event per (fund, weight) row
+        multi = np.flatnonzero(~single)
+        rep = np.repeat(multi, cnt[multi])
+        starts = np.cumsum(cnt[multi]) - cnt[multi]
+        offs = np.arange(rep.size) - np.repeat(starts, cnt[multi])
+        one = np.flatnonzero(single)
+        ev = np.concatenate((one, rep))
+        rows = np.concatenate((first[one], first[rep] + offs))
+    if ev is not None:
+        ev_unit, ev_pos, ev_sign = ev_unit[ev], ev_pos[ev], ev_sign[ev]
     w = units.row_weight[rows]
-    idx = units.row_fund[rows] * (count + 1) + ev_pos[ev]
-    sign = ev_sign[ev]
-    unit = ev_unit[ev]
+    idx = units.row_fund[rows] * (count + 1) + ev_pos
+    sign = ev_sign
+    unit = ev_unit
     out = []
     for c in coefs:
         # the last is the count of active units: weight-free, exact in floating point
@@ -644,7 +658,7 @@ def unit_bad_debt(
     x = instrument_shock[fb.instrument]
     eq = units.e0 + _bincount(fb.unit, weights=fb.qv * fb.mark * x, minlength=units.n)
     mm = _bincount(fb.unit, weights=mm_at_shock(fb, x), minlength=units.n)
-    cost = _bincount(fb.unit, weights=fb.cost_at(x), minlength=units.n)
+    cost = _bincount(fb.unit, weights=fb.cost_at(fb.linear_only(x)), minlength=units.n)
     liq = units.has_position & (mm >= eq) | (eq < 0)
     return np.where(liq, np.maximum(cost - eq, 0.0), 0.0), liq
 
@@ -662,7 +676,7 @@ def idiosyncratic_bad_debt(
     u = fb.unit
     eq = base_eq[u] + fb.qv * fb.mark * shock
     mm = base_mm[u] - fb.mm + mm_at_shock(fb, np.full(u.size, shock))
-    cost = base_cost[u] - fb.cost + fb.cost_at(shock)
+    cost = base_cost[u] - fb.cost + fb.cost_at(fb.linear_only(np.full(u.size, shock)))
     liq = (mm >= eq) | (eq < 0)
     bad = np.where(liq, np.maximum(cost - eq, 0.0), 0.0)
     delta = bad - bad_now[u]
