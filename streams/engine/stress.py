@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -115,27 +116,16 @@ class FlatBook:
 def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) -> FlatBook:
     """Flatten ``book``; hinges cover uniform relative shocks in [shock_min, shock_max]."""
     insts = book.instruments
-    names = (
-        "account",
-        "isolated",
-        "size",
-        "entry",
-        "qv",
-        "iso_margin",
-        "notional",
-        "mm",
-        "mslope",
-        "instrument",
-        "mark",
-        "inverse",
-        "tier",
-    )
+    names = ("account", "size", "entry", "qv", "iso_margin", "notional", "tier")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
     slices: list[tuple[int, int]] = []
+    block_inst: list[int] = []
+    block_iso: list[bool] = []
+    block_len: list[int] = []
     offset = 0
     for inst in insts:
         start = offset
-        table = inst.table
+        floors = inst.table.floors_usd
         for block, is_iso in ((inst.cross, False), (inst.iso, True)):
             assert block is not None
             n = block.n
@@ -146,33 +136,41 @@ def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) 
                 notional = np.abs(block.size[:n]) * inst.contract_size
             else:
                 notional = np.abs(qv) * inst.mark
-            t = table.tier_index(notional)
             parts["account"].append(block.acct[:n])
-            parts["isolated"].append(np.full(n, is_iso))
             parts["size"].append(block.size[:n])
             parts["entry"].append(block.entry[:n])
             parts["qv"].append(qv)
             parts["iso_margin"].append(block.iso_margin[:n])
             parts["notional"].append(notional)
-            parts["mm"].append(notional * table.mmr[t] - table.mm_amount_usd[t])
-            parts["instrument"].append(np.full(n, inst.index, dtype=np.int64))
-            parts["mark"].append(np.full(n, inst.mark))
-            parts["inverse"].append(np.full(n, inst.inverse))
-            parts["mslope"].append(np.zeros(n) if inst.inverse else notional * table.mmr[t])
-            parts["tier"].append(t)
+            parts["tier"].append(np.searchsorted(floors, notional, side="right") - 1)
+            block_inst.append(inst.index)
+            block_iso.append(is_iso)
+            block_len.append(n)
             offset += n
         slices.append((start, offset))
-    dtypes = {
-        "account": np.int64,
-        "instrument": np.int64,
-        "isolated": np.bool_,
-        "inverse": np.bool_,
-        "tier": np.int64,
-    }
-    cols = {
+    dtypes = {"account": np.int64, "tier": np.int64}
+    cols: dict[str, Any] = {
         k: np.concatenate(v) if v else np.zeros(0, dtype=dtypes.get(k, np.float64))
         for k, v in parts.items()
     }
+    lengths = np.array(block_len, dtype=np.int64)
+    k_all = np.repeat(np.array(block_inst, dtype=np.int64), lengths)
+    cols["instrument"] = k_all
+    cols["isolated"] = np.repeat(np.array(block_iso, dtype=np.bool_), lengths)
+    marks = np.array([i.mark for i in insts], dtype=np.float64)
+    inv = np.array([i.inverse for i in insts], dtype=np.bool_)
+    cols["mark"] = marks[k_all] if insts else np.zeros(0)
+    cols["inverse"] = inv[k_all] if insts else np.zeros(0, dtype=np.bool_)
+    n_t = max((len(i.floors) for i in insts), default=1)
+    mmr_pad = np.zeros((max(len(insts), 1), n_t))
+    amt_pad = np.zeros((max(len(insts), 1), n_t))
+    for i in insts:
+        mmr_pad[i.index, : len(i.mmr)] = i.mmr
+        amt_pad[i.index, : len(i.mm_amount)] = i.mm_amount
+    t_all = np.maximum(cols["tier"], 0)
+    rate = mmr_pad[k_all, t_all]
+    cols["mm"] = cols["notional"] * rate - amt_pad[k_all, t_all]
+    cols["mslope"] = np.where(cols["inverse"], 0.0, cols["notional"] * rate)
     n_acc = book.n_accounts
     iso = cols["isolated"]
     unit = cols["account"].copy()
