@@ -321,9 +321,12 @@ class RiskEngine:
 
     # -- VENUE -------------------------------------------------------------------------------------
 
-    def partials(self) -> dict[str, FundPartial]:
-        """Per-fund additive aggregates of this engine's accounts (publish these)."""
-        return compute_partials(self.book, self.config)
+    def partials(self, scenarios: bool = True) -> dict[str, FundPartial]:
+        """Per-fund additive aggregates of this engine's accounts (publish these).
+
+        ``scenarios=False``: the uniform grid only (no named / idiosyncratic scenarios).
+        """
+        return compute_partials(self.book, self.config, scenarios)
 
     def venue(self, partials: dict[str, FundPartial] | None = None) -> dict[str, FundReport]:
         """Fund reports from this engine's partials (or given ones) and its fund balances."""

@@ -671,19 +671,31 @@ def idiosyncratic_bad_debt(
         return out
     zero = np.zeros(n_instruments)
     base_eq, base_mm, base_cost = _unit_now(fb, units, zero)
-    u = fb.unit
-    eq = base_eq[u] + fb.qv * fb.mark * shock
-    mm = base_mm[u] - fb.mm + mm_at_shock(fb, np.full(u.size, shock))
-    cost = base_cost[u] - fb.cost + fb.cost_at(fb.linear_only(np.full(u.size, shock)))
+    # prune: a position whose pool has no bad debt now and cannot get any from this move alone
+    # (f = cost − equity grows at most by |Δequity| + the cost increase) contributes nothing
+    f0 = base_cost - base_eq
+    x = abs(shock)
+    bound = f0[fb.unit] + np.abs(fb.qv * fb.mark) * x + fb.cost * ((1.0 + x) ** 1.5 - 1.0)
+    sel = np.flatnonzero((bound > 0) | (bad_now[fb.unit] > 0))
+    u = fb.unit[sel]
+    eq = base_eq[u] + fb.qv[sel] * fb.mark[sel] * shock
+    mm_new = mm_at_shock(fb, np.full(fb.unit.size, shock))[sel]
+    mm = base_mm[u] - fb.mm[sel] + mm_new
+    shock_lin = np.where(fb.inverse[sel], 0.0, shock)
+    g = 1.0 + shock_lin
+    cost_new = fb.cost_fee[sel] * g + fb.cost_impact[sel] * (g * np.sqrt(g))
+    cost = base_cost[u] - fb.cost[sel] + cost_new
     liq = (mm >= eq) | (eq < 0)
     bad = np.where(liq, np.maximum(cost - eq, 0.0), 0.0)
     delta = bad - bad_now[u]
-    nz = np.flatnonzero(delta != 0)
+    keep = np.flatnonzero(delta != 0)
+    nz = sel[keep]
+    delta = delta[keep]
     base_f = units.weights.T @ bad_now  # (funds,)
     out[:] = base_f[None, :]
     if nz.size:
-        w = units.weights[u[nz]]  # (nz, funds)
-        np.add.at(out, fb.instrument[nz], w * delta[nz, None])
+        w = units.weights[fb.unit[nz]]  # (nz, funds)
+        np.add.at(out, fb.instrument[nz], w * delta[:, None])
     return np.maximum(out, 0.0)
 
 
@@ -697,8 +709,13 @@ def _unit_now(
 # -- PARTIALS --------------------------------------------------------------------------------------
 
 
-def compute_partials(book: AccountBook, config: EngineConfig) -> dict[str, FundPartial]:
-    """Per-fund additive aggregates of ``book`` (see :mod:`streams.engine.venue`)."""
+def compute_partials(
+    book: AccountBook, config: EngineConfig, scenarios: bool = True
+) -> dict[str, FundPartial]:
+    """Per-fund additive aggregates of ``book`` (see :mod:`streams.engine.venue`).
+
+    ``scenarios=False`` skips the named and idiosyncratic scenarios (uniform grid only).
+    """
     grid = config.fine_grid()
     lo = min(
         [float(grid[0]), -config.idiosyncratic_shock]
@@ -730,7 +747,7 @@ def compute_partials(book: AccountBook, config: EngineConfig) -> dict[str, FundP
 
     scen_bad: list[dict[str, float]] = [{} for _ in range(nf)]
     scen_prof: list[dict[str, float]] = [{} for _ in range(nf)]
-    for name, scenario in config.scenarios.items():
+    for name, scenario in (config.scenarios if scenarios else {}).items():
         x = np.array([scenario.shock_of(n) for n in names], dtype=np.float64)
         bad_s, liq_s = unit_bad_debt(fb, units, x)
         upnl_s = units.upnl0 + _bincount(
@@ -743,8 +760,11 @@ def compute_partials(book: AccountBook, config: EngineConfig) -> dict[str, FundP
             scen_prof[f][name] = float(pf[f])
 
     x_id = config.idiosyncratic_shock
-    idio_down = idiosyncratic_bad_debt(fb, units, bad_now, -x_id, n_inst)
-    idio_up = idiosyncratic_bad_debt(fb, units, bad_now, x_id, n_inst)
+    if scenarios:
+        idio_down = idiosyncratic_bad_debt(fb, units, bad_now, -x_id, n_inst)
+        idio_up = idiosyncratic_bad_debt(fb, units, bad_now, x_id, n_inst)
+    else:
+        idio_down = idio_up = np.zeros((n_inst, max(nf, 1)))
 
     # ADL candidates: profitable positions of non-liquidatable pools
     eq_unit = units.e0[fb.unit]
