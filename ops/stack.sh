@@ -124,7 +124,8 @@ reap_orphans() {
   # shellcheck disable=SC2012  # names are ours: run-<UTC time>-<pid>
   old="$(ls -1d "$STACK_ROOT"/run-* 2>/dev/null | sort -r | tail -n +"$((keep + 1))")" || true
   for d in $old; do
-    [[ -f "$d/.riskmon-stack" && ! -f "$d/kafka/kafka.pid" && ! -f "$d/redis/redis.pid" ]] || continue
+    [[ "$d" != "$STACK_DIR" && -f "$d/.riskmon-stack" ]] || continue
+    [[ ! -f "$d/kafka/kafka.pid" && ! -f "$d/redis/redis.pid" ]] || continue
     rm -rf "$d"
   done
 }
