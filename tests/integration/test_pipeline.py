@@ -107,6 +107,10 @@ class Deployment:
             "RISKMON_WORKER__BROKER_SESSION_TIMEOUT_S": "10",
             "RISKMON_WORKER__BROKER_HEARTBEAT_INTERVAL_S": "1",
             "RISKMON_WORKER__LOG_FORMAT": "kv",
+            # Risk states with hysteresis depend on the path (the order in which a worker saw
+            # ticks and updates); without it they are a function of the final book, so the
+            # per-state counts can be compared exactly. Also exercises RISKMON_ENGINE__*.
+            "RISKMON_ENGINE__HYSTERESIS": "0",
         }
         for name, topic in self.topics.items():
             env[f"RISKMON_TOPICS__{name.upper()}"] = topic
@@ -354,9 +358,12 @@ def _invalid(accounts: list[Msg], ts: float) -> list[Msg]:
     ]
 
 
+TEST_CONFIG = EngineConfig(hysteresis=0.0)  # = what Deployment.env gives the workers
+
+
 def expected_engine(venue: Venue, config: EngineConfig | None = None) -> RiskEngine:
     """The in-test reference: one engine over the whole book, fed the valid events."""
-    engine = RiskEngine(config or EngineConfig())
+    engine = RiskEngine(config or TEST_CONFIG)
     for m in [*venue.reference, *venue.accounts, *venue.prices]:
         if m.event is not None:
             engine.apply(m.event)
