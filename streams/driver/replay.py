@@ -130,6 +130,7 @@ def run_replay(
     venue: Venue | None = None,
     seed: int = DEFAULT_SEED,
     n_accounts: int = 3000,
+    fund_ratio: float | None = None,
     report_every_s: float | None = None,
     substeps: int | None = None,
     progress: bool = False,
@@ -139,7 +140,12 @@ def run_replay(
     bars = read_bars(prices)
     if not bars:
         raise ValueError(f"{prices}: no bars")
-    base = venue if venue is not None else generate_venue(seed, VenueConfig(n_accounts=n_accounts))
+    if venue is None:
+        gen = VenueConfig(n_accounts=n_accounts)
+        if fund_ratio is not None:
+            gen = VenueConfig(n_accounts=n_accounts, fund_ratio=fund_ratio)
+        venue = generate_venue(seed, gen)
+    base = venue
     per_symbol = len(bars) / max(1, len({b.symbol for b in bars}))
     if substeps is None:
         substeps = auto_substeps(bars, per_symbol)
@@ -231,6 +237,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="venue report cadence in event time (default: one bar, at most 300 s)",
     )
+    parser.add_argument(
+        "--fund-ratio",
+        type=float,
+        default=None,
+        help="generated book: insurance fund as a fraction of open interest (default 0.01)",
+    )
     parser.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
 
 
@@ -240,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
     tty = sys.stdout.isatty()
     result = run_replay(
         args.prices,
+        fund_ratio=args.fund_ratio,
         venue=venue,
         seed=args.seed,
         n_accounts=args.accounts,
