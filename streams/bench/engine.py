@@ -166,28 +166,39 @@ def run_bench(
     closes = rng.random(updates) < 0.05
     names = venue.account_names
     inst_names = [i.instrument for i in venue.instruments]
-    upd_acct = [names[a] for a in venue.account[pick].tolist()]
-    upd_inst = venue.instrument[pick].tolist()
-    iso = venue.isolated[pick].tolist()
-    iso_m = venue.isolated_margin[pick].tolist()
+    # the update stream, prepared as plain Python values (a driver decodes them from the wire)
+    stream: list[tuple[str, int, float, float, bool, float, int]] = []
+    stream_pos = pick.tolist()
+    planned = size.copy()
+    for j, p in enumerate(stream_pos):
+        seqs[p] += 1
+        if closes[j] or planned[p] == 0:
+            new_size = 0.0 if planned[p] != 0 else float(venue.size[p])
+        else:
+            new_size = float(planned[p] * factor[j])
+        planned[p] = new_size
+        stream.append(
+            (
+                names[int(venue.account[p])],
+                int(venue.instrument[p]),
+                new_size,
+                float(entry[p]),
+                bool(venue.isolated[p]),
+                float(venue.isolated_margin[p]),
+                int(seqs[p]),
+            )
+        )
     apply_pos = engine.apply_position_fast
     done3 = 0
     t0 = time.perf_counter()
-    for j in range(updates):
-        p = int(pick[j])
-        seqs[p] += 1
-        if closes[j] or size[p] == 0:
-            new_size = 0.0 if size[p] != 0 else venue.size[p]
-        else:
-            new_size = size[p] * factor[j]
-        size[p] = new_size
-        apply_pos(
-            upd_acct[j], upd_inst[j], new_size, float(entry[p]), iso[j], iso_m[j], int(seqs[p]), ts
-        )
+    for a, k, sz, e, iso, im, sq in stream:
+        apply_pos(a, k, sz, e, iso, im, sq, ts)
         done3 += 1
         if done3 % 1024 == 0 and time.perf_counter() - t0 > time_budget:
             break
     update_s = time.perf_counter() - t0
+    for p, item in zip(stream_pos[:done3], stream[:done3], strict=True):
+        size[p] = item[2]  # what the engine applied (the time budget may stop the stream early)
 
     # -- venue figures --
     # the uniform stress grid (fine grid, exhaustion shocks, haircut, ADL queue) ...

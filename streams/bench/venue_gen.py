@@ -8,7 +8,8 @@ Shape (deliberately realistic rather than flattering):
 * tiered margin tables (majors: 0.4 % … 10 % over 6 brackets; alts: 1 % … 10 %);
 * several insurance funds (majors, two alt groups, inverse);
 * wallets are log-normal (median ≈ $5k); per-position leverage mostly 2–20x (log-normal around
-  6x) with a 3 % tail at 50–100x; 55 % of positions long; entries within a few % of the mark;
+  6x) with a 3 % tail at 50–100x; 55 % of positions long; entries near the mark (uPnL ≈ ±30 %
+  of the position's margin); insurance funds hold 1 % of their instruments' open notional;
   ~4 % of positions isolated.
 """
 
@@ -130,7 +131,9 @@ def generate_venue(
     leverage[tail] = rng.uniform(50.0, 100.0, tail.sum())
     notional = wallets[acc] / per_account[acc] * leverage
     side = np.where(rng.random(want) < 0.55, 1.0, -1.0)
-    entry = marks[ins] * np.exp(rng.normal(0.0, 0.04, want))
+    # entries close enough to the mark that a position's uPnL is a fraction of its margin
+    # (|uPnL| ~ 30 % of notional / leverage): the venue starts mostly healthy
+    entry = marks[ins] * np.exp(rng.normal(0.0, 0.3 / leverage))
     inverse = np.array([i.contract_type is ContractType.INVERSE for i in insts])[ins]
     cs = np.array([i.contract_size for i in insts])[ins]
     size = np.where(
@@ -145,7 +148,7 @@ def generate_venue(
     fund_notional: dict[str, float] = {}
     for j, inst in enumerate(insts):
         fund_notional[inst.fund] = fund_notional.get(inst.fund, 0.0) + float(per_inst[j])
-    fund_balances = {f: 0.004 * n for f, n in sorted(fund_notional.items())}
+    fund_balances = {f: 0.01 * n for f, n in sorted(fund_notional.items())}
     return Venue(
         instruments=insts,
         marks=marks,
