@@ -2,7 +2,7 @@
 # ops/deps.sh - install the Debian packages the test stack needs, only if missing:
 #   redis-server, prometheus, prometheus-alertmanager  (checked with dpkg -s)
 #   a Java >= 17 runtime and Maven                     (checked with command -v / java -version)
-#   python3.11 with venv support                      (checked with command -v)
+#   python3.11 with venv support                      (command -v; Debian's: python3.11-venv)
 # Runs `apt-get update` first, then one `apt-get install`. Needs root (or sudo).
 # Does nothing - and never touches apt - when everything is present.
 set -euo pipefail
@@ -19,8 +19,11 @@ if ! command -v java >/dev/null 2>&1 || [[ "$(java_major)" -lt 17 ]]; then
   missing+=(openjdk-17-jre-headless)
 fi
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
-if ! command -v "${PYTHON:-python3.11}" >/dev/null 2>&1; then
+py="$(command -v "${PYTHON:-python3.11}" || true)"
+if [[ -z "$py" ]]; then
   missing+=(python3.11 python3.11-venv)
+elif [[ "$(readlink -f "$py")" == /usr/bin/* ]] && ! dpkg -s python3.11-venv >/dev/null 2>&1; then
+  missing+=(python3.11-venv)   # Debian's python needs it for `python3.11 -m venv` (ensurepip)
 fi
 
 if [[ ${#missing[@]} -eq 0 ]]; then

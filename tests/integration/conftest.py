@@ -36,9 +36,9 @@ failure report. Helpers such as ``unique_name()``, ``create_topic()``, ``read_to
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
 import pytest
@@ -53,6 +53,7 @@ from tests.integration.servers import (
     AlertmanagerServer,
     ManagedProcess,
     PrometheusServer,
+    TopicFactory,
     WebhookReceiver,
     alertmanager_binary,
     create_topic,
@@ -139,15 +140,6 @@ def redis_url() -> str:
     if not tcp_reachable(parsed.hostname or HOST, parsed.port or 6379):
         pytest.fail(f"Redis at {url} (${ENV_REDIS_URL}) is not reachable")
     return url
-
-
-class TopicFactory(Protocol):
-    def __call__(
-        self,
-        prefix: str = "topic",
-        partitions: int = 1,
-        config: Mapping[str, str] | None = None,
-    ) -> Awaitable[str]: ...
 
 
 @pytest.fixture

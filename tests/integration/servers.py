@@ -34,11 +34,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -655,6 +655,17 @@ class WebhookReceiver:
 
 
 # --------------------------------------------------------------------------- Kafka
+
+
+class TopicFactory(Protocol):
+    """Type of the ``kafka_topic`` fixture: ``await kafka_topic(prefix, partitions, config)``."""
+
+    def __call__(
+        self,
+        prefix: str = "topic",
+        partitions: int = 1,
+        config: Mapping[str, str] | None = None,
+    ) -> Awaitable[str]: ...
 
 
 async def create_topic(

@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 import faust
 from aiokafka import AIOKafkaProducer
 
-from tests.integration.conftest import TopicFactory
 from tests.integration.servers import (
     ManagedProcess,
+    TopicFactory,
     free_port,
     read_topic,
     topic_config,

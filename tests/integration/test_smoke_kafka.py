@@ -11,8 +11,7 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.integration.conftest import TopicFactory
-from tests.integration.servers import read_topic, topic_config, unique_name
+from tests.integration.servers import TopicFactory, read_topic, topic_config, unique_name
 
 
 async def _produce(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
