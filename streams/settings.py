@@ -146,6 +146,8 @@ class WorkerSettings(_Group):
     # Cadences (seconds).
     partial_interval_s: float = Field(default=1.0, gt=0)  # publish per-partition fund partials
     venue_report_interval_s: float = Field(default=1.0, gt=0)  # recompute venue figures
+    # An unchanged partial is republished only after this long (a changed one at once).
+    partial_keepalive_s: float = Field(default=30.0, gt=0)
     # The reference reader (prices, instruments, insurance fund) starts at the beginning of each
     # topic ("earliest": exact, replays history) or at its end ("latest": fast start, figures are
     # complete once every instrument has ticked and every fund has reported again).

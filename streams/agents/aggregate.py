@@ -228,8 +228,39 @@ async def publish_partials() -> None:
     except Exception:  # an engine bug must not kill the timer
         log.exception("computing partials failed")
         return
-    for fund, body in messages:
+    for fund, body in changed_partials(messages):
         await partials_topic.send(key=fund.encode(), value=json.dumps(body).encode())
+
+
+# (partition, fund) -> (generation, serialized partial, monotonic time published)
+_published: dict[tuple[int, str], tuple[int, str, float]] = {}
+
+
+def changed_partials(
+    messages: list[tuple[str, dict[str, Any]]], now: float | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Only what changed since last published (or is older than the keepalive): a quiet market
+    does not rewrite the partials topic every second. A new generation always republishes."""
+    now = time.monotonic() if now is None else now
+    keepalive = settings.worker.partial_keepalive_s
+    out = []
+    live = set()
+    for fund, body in messages:
+        key = (int(body["partition"]), fund)
+        live.add(key)
+        text = json.dumps(body["partial"], sort_keys=True)
+        last = _published.get(key)
+        if (
+            last is None
+            or last[0] != body["generation"]
+            or last[1] != text
+            or now - last[2] >= keepalive
+        ):
+            _published[key] = (int(body["generation"]), text, now)
+            out.append((fund, body))
+    for key in set(_published) - live:  # partitions this worker no longer owns
+        del _published[key]
+    return out
 
 
 @app.timer(interval=settings.worker.venue_report_interval_s, name="riskmon-venue-report")

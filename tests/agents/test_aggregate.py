@@ -147,3 +147,17 @@ async def test_non_combiner_exports_no_venue_gauges(loaded: Outbox) -> None:
     assert m.sample("riskmon_insurance_fund_balance_usd", {"fund": "main"}) is None
     assert m.sample("riskmon_venue_source_partitions", {"fund": "main"}) is None
     assert m.sample("riskmon_accounts", {"state": "healthy"}) is not None
+
+
+async def test_only_changed_partials_are_republished(loaded: Outbox) -> None:
+    aggregate._published.clear()
+    keepalive = runtime.settings.worker.partial_keepalive_s
+    first = aggregate.changed_partials(partial_messages(), now=0.0)
+    assert len(first) == 8  # 4 partitions x 2 funds
+    assert aggregate.changed_partials(partial_messages(), now=1.0) == []  # nothing moved
+    runtime.apply_reference(PriceTick(instrument="BTCUSDT", mark_price=40_000.0, ts_event=3.0))
+    moved = aggregate.changed_partials(partial_messages(), now=2.0)
+    assert {f for f, _ in moved} == {"main"}  # only the BTC fund's partials changed
+    runtime.generation += 1  # a rebalance: everything is republished under the new generation
+    assert len(aggregate.changed_partials(partial_messages(), now=3.0)) == 8
+    assert len(aggregate.changed_partials(partial_messages(), now=3.0 + keepalive)) == 8
