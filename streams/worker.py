@@ -109,7 +109,8 @@ async def ensure_topics(settings: Any) -> list[str]:
         t.instruments: (k.partitions, {"cleanup.policy": "compact"}),
         t.risk_events: (k.partitions, {}),
         t.dead_letters: (k.partitions, {}),
-        t.partials: (1, {}),
+        # transient: the combiner keeps the latest per (fund, partition) in its own table
+        t.partials: (1, {"retention.ms": str(3_600_000)}),
     }
     # The tables' changelogs too: faust would create them itself, but its consumer then reads
     # the metadata right away and may cache a just-created topic with no partitions yet
