@@ -229,26 +229,40 @@ class EngineWatchRows:
             return True
         return abs(a - b) > self.tolerance * max(abs(a), abs(b), 1e-9)
 
+    def _columns(self) -> tuple[list[str], Any, Any, Any, Any] | None:
+        """(names, state, utilization, equity, MM) per account from the engine's book, or None
+        when the book does not have that shape (then the public ``top_at_risk`` path is used)."""
+        book = getattr(self.engine, "book", None)
+        try:
+            count = int(book.n_accounts)  # type: ignore[union-attr]
+            cols = []
+            for name in ("state", "utilization", "equity", "mm"):
+                col = getattr(book, name)
+                col = np.asarray(col() if callable(col) else col)[:count]
+                if col.shape != (count,):
+                    return None
+                cols.append(col)
+            names = book.account_names  # type: ignore[union-attr]
+            if len(names) < count:
+                return None
+        except (AttributeError, TypeError, ValueError):
+            return None
+        return names, cols[0], cols[1], cols[2], cols[3]
+
     def __call__(self, ts_event: float | None = None) -> list[WatchRow]:
         ts = time.time() if ts_event is None else ts_event
-        book = getattr(self.engine, "book", None)
-        needed = ("state", "n_accounts", "account_names", "utilization", "equity", "mm")
-        if book is None or not all(hasattr(book, a) for a in needed):
+        columns = self._columns()
+        if columns is None:
             return _rows_full(self.engine, self.n, ts)
-        count = int(book.n_accounts)
-        states = np.asarray(book.state[:count])
+        names, states, util, equity, mm = columns
         idx = np.flatnonzero(states >= int(RiskState.WATCH))
         if idx.size == 0 or self.n <= 0:
             self._rows.clear()
             self._basis.clear()
             return []
-        util = np.asarray(book.utilization())
         if idx.size > self.n:
             idx = idx[np.argpartition(-util[idx], self.n - 1)[: self.n]]
         idx = idx[np.argsort(-util[idx], kind="stable")]
-        equity = np.asarray(book.equity())
-        mm = np.asarray(book.mm[:count])
-        names = book.account_names
         rows: dict[str, WatchRow] = {}
         stale: list[tuple[int, float, int]] = []  # (priority, -util, account index)
         for a in idx.tolist():

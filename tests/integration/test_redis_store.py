@@ -333,3 +333,39 @@ async def test_engine_crash_published_and_recovered(store: RedisWatchList) -> No
     assert len(still) < len(watched)
     recovered = [t for t in await store.recent_transitions(10_000) if t["current"] == "healthy"]
     assert recovered
+
+
+class PublicOnly:
+    """An engine seen only through its public API (no book columns): the fallback path."""
+
+    def __init__(self, engine: RiskEngine) -> None:
+        self._engine = engine
+
+    def state_counts(self) -> dict[RiskState, int]:
+        return self._engine.state_counts()
+
+    def top_at_risk(self, n: int | None = None) -> list[object]:
+        return list(self._engine.top_at_risk(n))
+
+    def account(self, account_id: str) -> object:
+        return self._engine.account(account_id)
+
+
+def test_incremental_rows_converge_to_the_public_api() -> None:
+    venue = generate_venue(seed=5, config=VenueConfig(n_accounts=400))
+    engine = RiskEngine()
+    for event in venue.events(1.0):
+        engine.apply(event)
+    for inst, mark in venue.marks.items():
+        engine.apply_price(PriceTick(instrument=inst, mark_price=mark * 0.88, ts_event=2.0))
+    reference = rows_from_engine(PublicOnly(engine), 1_000, ts_event=5.0)
+    assert reference and all(r.watched for r in reference)
+    for _ in range(100):
+        rows = rows_from_engine(engine, 1_000, ts_event=5.0)
+        if not any(math.isnan(r.distance_to_liquidation_ratio) for r in rows):
+            break
+    assert {r.account: r for r in rows} == {r.account: r for r in reference}
+    assert [r.utilization_ratio for r in rows] == sorted(
+        (r.utilization_ratio for r in rows), reverse=True
+    )
+    assert len(rows_from_engine(engine, 5, ts_event=5.0)) == 5  # capped at n, worst first
