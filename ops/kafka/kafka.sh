@@ -115,13 +115,13 @@ fetch_jars() {
   mkdir -p "$(dirname "$LIB_DIR")"
   exec 8>"$LIB_DIR.lock"; flock 8          # concurrent first runs fetch once
   if [[ -f "$LIB_DIR/.complete" ]]; then exec 8>&-; return 0; fi
-  local tmp="$LIB_DIR.tmp.$$" t0=$SECONDS mvn_args=(-q -B -Dstyle.color=never)
+  local tmp="$LIB_DIR.tmp.$$" t0=$SECONDS mvn_args=(-q -B)
   [[ -n "${MVN_REPO_LOCAL:-}" ]] && mvn_args+=("-Dmaven.repo.local=$MVN_REPO_LOCAL")
   rm -rf "$tmp"; mkdir -p "$tmp"
   log "fetching Kafka $KAFKA_VERSION jars from Maven Central into $LIB_DIR (first run only)"
   "$MVN" "${mvn_args[@]}" -f "$HERE/pom.xml" "$MVN_PROFILE" \
       -Dkafka.version="$KAFKA_VERSION" -Dkafka.lib.dir="$tmp" \
-      dependency:copy-dependencies >&2 \
+      dependency:copy-dependencies 2>&1 | sed -e $'s/\e\\[[0-9;]*m//g' >&2 \
     || { rm -rf "$tmp"; die "Maven could not fetch kafka_2.13:$KAFKA_VERSION (try KAFKA_VERSION=4.1.1 or 3.9.1)"; }
   compgen -G "$tmp/*kafka_2.13-$KAFKA_VERSION.jar" >/dev/null \
     || { rm -rf "$tmp"; die "kafka_2.13-$KAFKA_VERSION.jar missing after the Maven run"; }
