@@ -8,7 +8,7 @@ Shape (deliberately realistic rather than flattering):
 * tiered margin tables (majors: 0.4 % … 10 % over 6 brackets; alts: 1 % … 10 %);
 * several insurance funds (majors, two alt groups, inverse);
 * wallets are log-normal (median ≈ $5k); per-position leverage mostly 2–20x (log-normal around
-  6x) with a 3 % tail at 50–100x; 55 % of positions long; entries near the mark (uPnL ≈ ±30 %
+  6x) with a 3 % tail at 50–100x; 55 % of positions long; entries near the mark (uPnL ≈ ±10 %
   of the position's margin); insurance funds hold 1 % of their instruments' open notional;
   ~4 % of positions isolated.
 """
@@ -129,11 +129,24 @@ def generate_venue(
     leverage = np.clip(np.exp(rng.normal(np.log(6.0), 0.7, want)), 1.2, 25.0)
     tail = rng.random(want) < 0.03
     leverage[tail] = rng.uniform(50.0, 100.0, tail.sum())
-    notional = wallets[acc] / per_account[acc] * leverage
+    # nobody opens beyond the venue's maximum leverage for the bracket the position falls in
+    # (keep a 10 % cushion); the bracket depends on the notional, so iterate a few times
+    n_t = max(len(i.tiers) for i in insts)
+    floors = np.full((n_inst, n_t), np.inf)
+    max_lev = np.ones((n_inst, n_t))
+    for j, inst in enumerate(insts):
+        floors[j, : len(inst.tiers)] = [t.floor_notional_usd for t in inst.tiers]
+        max_lev[j, : len(inst.tiers)] = [t.max_leverage for t in inst.tiers]
+    margin_budget = wallets[acc] / per_account[acc]
+    for _ in range(4):
+        notional = margin_budget * leverage
+        tier = (floors[ins] <= notional[:, None]).sum(axis=1) - 1
+        leverage = np.minimum(leverage, 0.9 * max_lev[ins, tier])
+    notional = margin_budget * leverage
     side = np.where(rng.random(want) < 0.55, 1.0, -1.0)
     # entries close enough to the mark that a position's uPnL is a fraction of its margin
-    # (|uPnL| ~ 30 % of notional / leverage): the venue starts mostly healthy
-    entry = marks[ins] * np.exp(rng.normal(0.0, 0.3 / leverage))
+    # (|uPnL| ~ 10 % of notional / leverage): the venue starts mostly healthy
+    entry = marks[ins] * np.exp(rng.normal(0.0, 0.1 / leverage))
     inverse = np.array([i.contract_type is ContractType.INVERSE for i in insts])[ins]
     cs = np.array([i.contract_size for i in insts])[ins]
     size = np.where(
