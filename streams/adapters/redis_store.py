@@ -374,6 +374,23 @@ class PublishResult:
     resynced: bool = False  # the epoch marker was missing/changed and the full list was rebuilt
 
 
+# KEYS: utilization set, distance set; ARGV: account key prefix, worker, accounts...
+_REMOVE_OWN = """
+local removed = 0
+for i = 3, #ARGV do
+  local key = ARGV[1] .. ARGV[i]
+  local owner = redis.call('HGET', key, 'worker')
+  if (not owner) or owner == ARGV[2] then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    redis.call('DEL', key)
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+
 class RedisWatchList:
     """Bounded Redis watch list (see the module docstring for the keys and bounds)."""
 
@@ -526,6 +543,26 @@ class RedisWatchList:
         await pipe.execute()
         return len(members)
 
+    async def remove_own(self, accounts: Iterable[str]) -> int:
+        """Remove accounts only where this worker wrote the hash last (or it has expired).
+
+        For accounts that left this worker's rows without a transition (a partition revoked in a
+        rebalance): the new owner may already have published them, and must not be erased.
+        """
+        members = sorted(set(accounts))
+        if not members:
+            return 0
+        removed = await self.client.eval(  # type: ignore[misc]
+            _REMOVE_OWN,
+            2,
+            self.key_utilization,
+            self.key_distance,
+            f"{self.prefix}:account:",
+            self.worker,
+            *members,
+        )
+        return int(removed)
+
     # -- reads ---------------------------------------------------------------------------------
 
     async def top(self, n: int = 20, by: By = "utilization") -> list[dict[str, Any]]:
@@ -657,7 +694,7 @@ class WatchListSink:
             transition_account(t) for t in transitions if transition_target(t) == RiskState.HEALTHY
         }
         result = await self.store.publish(changed, transitions)
-        result.removed += await self.store.remove(gone - recovered)
+        result.removed += await self.store.remove_own(gone - recovered)
         self._published = current
         result.resynced = result.resynced or full
         return result

@@ -369,3 +369,24 @@ def test_incremental_rows_converge_to_the_public_api() -> None:
         (r.utilization_ratio for r in rows), reverse=True
     )
     assert len(rows_from_engine(engine, 5, ts_event=5.0)) == 5  # capped at n, worst first
+
+
+async def test_departed_accounts_are_not_erased_from_their_new_owner(
+    client: aioredis.Redis, store: RedisWatchList
+) -> None:
+    """Rebalance: the old owner's sink drops an account the new owner already published."""
+    new_owner = RedisWatchList(client, prefix=store.prefix, worker="w2")
+    current = {"moved": row("moved", 0.8), "stays": row("stays", 0.9)}
+    sink = WatchListSink(store, lambda: list(current.values()), full_resync_s=3600)
+    await sink.flush()
+    await new_owner.publish([row("moved", 0.85)])  # partition now owned by w2
+    del current["moved"]
+    await sink.flush()
+    moved = await store.get("moved")
+    assert moved is not None and moved["worker"] == "w2"
+    assert moved["utilization_ratio"] == pytest.approx(0.85)
+    # while its own departed accounts do go away
+    del current["stays"]
+    await sink.flush()
+    assert await store.get("stays") is None
+    assert [r["account"] for r in await store.top()] == ["moved"]
