@@ -34,6 +34,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.agents.runtime import Runtime, parse
+from streams.engine.models import PriceTick
 from streams.engine.rejections import Rejection
 from streams.engine.wire import EventKind
 from streams.settings import Settings
@@ -138,12 +139,26 @@ class ReferenceReader:
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
                 # Instruments before funds before prices within one fetch: a tick for a new
                 # instrument fetched together with it is then applied (the cache covers the rest).
+                # Ticks are CONFLATED per fetch: the last mark per instrument is applied once to
+                # each engine (one vectorized step), so a burst of ticks costs one revaluation.
+                ticks: dict[str, PriceTick] = {}
+                transitions: list[Any] = []
                 for tp in sorted(batches, key=lambda tp: kinds.index(tp.topic)):
-                    transitions: list[Any] = []
+                    if self.kinds[tp.topic] is EventKind.PRICE:
+                        for record in batches[tp]:
+                            tick = self._parse_tick(record.key, record.value)
+                            if tick is not None:
+                                ticks[tick.instrument] = tick
+                        continue
+                    if ticks:  # (prices sort last; kept for safety)
+                        transitions.extend(self._apply_ticks(ticks))
+                        ticks = {}
                     for record in batches[tp]:
                         transitions.extend(self._apply(tp.topic, record.key, record.value))
-                    if transitions:
-                        await self.runtime.emit(transitions)
+                if ticks:
+                    transitions.extend(self._apply_ticks(ticks))
+                if transitions:
+                    await self.runtime.emit(transitions)
                 for tp in tps:
                     if tp.topic == self.settings.topics.instruments:
                         # position, not last offset + 1: compaction leaves gaps in offsets
@@ -172,6 +187,21 @@ class ReferenceReader:
             return self.runtime.apply_reference(parsed)
         except Exception:  # an engine bug on one event must not stop the reader
             log.exception("applying a reference event failed", extra={"topic": topic})
+            return []
+
+    def _parse_tick(self, key: bytes | None, value: bytes | None) -> PriceTick | None:
+        parsed = parse(EventKind.PRICE, value or b"", key)
+        if isinstance(parsed, Rejection) or not isinstance(parsed, PriceTick):
+            self.skipped += 1
+            return None
+        self.applied += 1
+        return parsed
+
+    def _apply_ticks(self, ticks: dict[str, PriceTick]) -> list[Any]:
+        try:
+            return self.runtime.apply_ticks(list(ticks.values()))
+        except Exception:  # an engine bug must not stop the reader
+            log.exception("applying price ticks failed")
             return []
 
     def _maybe_ready(self, pending: dict[TopicPartition, int]) -> None:

@@ -163,6 +163,28 @@ class Runtime:
                 engine.apply_fund(event)
         return transitions
 
+    def apply_ticks(self, ticks: list[PriceTick]) -> list[Any]:
+        """Apply the LAST tick of each of several instruments (a conflated batch) to every engine.
+
+        One vectorized revaluation per engine; transitions are evaluated at the batch's end
+        (intermediate states of a burst are not reported). Ticks of instruments not known yet
+        are only cached (an instrument fetched later uses them).
+        """
+        for tick in ticks:
+            self.ref.marks[tick.instrument] = tick
+        known = [t for t in ticks if t.instrument in self.ref.instruments]
+        transitions: list[Any] = []
+        if len(known) == 1:
+            for engine in self.engines.values():
+                transitions.extend(engine.apply_price(known[0]) or ())
+        elif known:
+            ts = max(t.ts_event for t in known)
+            marks = [t.mark_price for t in known]
+            for engine in self.engines.values():
+                ids = [engine.instrument_id(t.instrument) for t in known]
+                transitions.extend(engine.apply_prices_fast(ids, marks, ts) or ())
+        return transitions
+
     def reference_rejection(self, kind: EventKind, event: Event) -> Rejection | None:
         """State-dependent validation of a reference event (after ``parse_event`` accepted it)."""
         if isinstance(event, PriceTick) and event.instrument not in self.ref.instruments:

@@ -118,3 +118,39 @@ def test_reader_applies_valid_and_skips_invalid(outbox: Outbox) -> None:
     engine = runtime.new_engine()
     assert engine.mark("BTCUSDT") == 64_000.0
     assert engine.fund_balances == {"main": 25_000_000.0}
+
+
+async def test_conflated_ticks_equal_tick_by_tick(outbox: Outbox) -> None:
+    from streams.engine.models import BalanceUpdate, PositionUpdate, PriceTick
+
+    for name in ("BTCUSDT", "ETHUSDT"):
+        runtime.apply_reference(instrument(name))
+    runtime.assigned = {0, 1}
+    await runtime.rebuild_assigned()
+    for p, engine in runtime.engines.items():
+        engine.apply_balance(BalanceUpdate(account=f"a{p}", wallet_balance=5e3, seq=1, ts_event=1))
+        for name, entry in (("BTCUSDT", 60e3), ("ETHUSDT", 3e3)):
+            engine.apply_position(
+                PositionUpdate(
+                    account=f"a{p}",
+                    instrument=name,
+                    size=0.5 if name == "BTCUSDT" else 8.0,
+                    entry_price=entry,
+                    seq=1,
+                    ts_event=1,
+                )
+            )
+    ticks = [
+        PriceTick(instrument="BTCUSDT", mark_price=55e3, ts_event=5.0),
+        PriceTick(instrument="ETHUSDT", mark_price=2.7e3, ts_event=6.0),
+        PriceTick(instrument="NEWUSDT", mark_price=1.0, ts_event=6.0),  # not known yet: cached
+    ]
+    runtime.apply_ticks(ticks)
+    reference = runtime.new_engine()  # seeded tick by tick from the cache
+    assert runtime.ref.marks["NEWUSDT"].mark_price == 1.0
+    for engine in runtime.engines.values():
+        assert engine.mark("BTCUSDT") == reference.mark("BTCUSDT") == 55e3
+        assert engine.mark("ETHUSDT") == reference.mark("ETHUSDT") == 2.7e3
+        risk = engine.account(next(iter(engine.accounts)))
+        assert risk is not None
+        assert risk.equity_usd == pytest.approx(5e3 + 0.5 * -5e3 + 8.0 * -300.0)
