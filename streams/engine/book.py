@@ -273,6 +273,7 @@ class AccountBook:
         self.balance_seq: IntArray = np.full(cap, -1, dtype=np.int64)
         self.cross_count: IntArray = np.zeros(cap, dtype=np.int64)
         self.positions_of: list[set[int]] = []  # account index -> instrument indices held
+        self._flat: tuple[IntArray, FloatArray, FloatArray, IntArray] | None = None
 
     # -- REFERENCE DATA ----------------------------------------------------------------------------
 
@@ -404,7 +405,15 @@ class AccountBook:
         return self._restate(a[out])
 
     def apply_marks(self, ks: IntArray, marks: FloatArray, ts: float) -> list[Transition]:
-        """Apply a conflated batch (distinct instruments); states are evaluated once at the end."""
+        """Apply a conflated batch (distinct instruments); states are evaluated once at the end.
+
+        A batch that moves most of the book is applied in one pass over a flat copy of the
+        cross columns (two bincounts); a small batch instrument by instrument.
+        """
+        holders = sum(self._cross_n(self.instruments[k]) for k in ks.tolist())
+        total = sum(self._cross_n(i) for i in self.instruments)
+        if total and holders * 3 >= total:
+            return self._apply_marks_flat(ks, marks, ts)
         touched = np.zeros(self.n_accounts, dtype=np.bool_)
         for k, mark in zip(ks.tolist(), marks.tolist(), strict=True):
             inst = self.instruments[k]
@@ -430,12 +439,59 @@ class AccountBook:
             return self._restate(np.flatnonzero(touched))
         return self._restate(np.arange(self.n_accounts), only_out_of_band=True)
 
+    @staticmethod
+    def _cross_n(inst: InstrumentState) -> int:
+        return inst.cross.n if inst.cross is not None else 0
+
+    def _apply_marks_flat(self, ks: IntArray, marks: FloatArray, ts: float) -> list[Transition]:
+        dm = np.zeros(len(self.instruments))
+        for k, mark in zip(ks.tolist(), marks.tolist(), strict=True):
+            inst = self.instruments[k]
+            old = inst.mark
+            inst.mark_ts = ts
+            if math.isnan(old) or not (inst.band_lo <= mark < inst.band_hi):
+                self._revalue(inst, mark, restate=False)  # tier changes: exact, per instrument
+            else:
+                dm[k] = mark - old
+                inst.mark = mark
+        acct, qv, ms, inst_of = self._flat_cross()
+        step = dm[inst_of]
+        n = self.n_accounts
+        self.equity[:n] += np.bincount(acct, weights=qv * step, minlength=n)
+        self.mm[:n] += np.bincount(acct, weights=ms * step, minlength=n)
+        return self._restate(np.arange(n), only_out_of_band=True)
+
+    def _flat_cross(self) -> tuple[IntArray, FloatArray, FloatArray, IntArray]:
+        """A flat copy of every cross block (rebuilt after any change to the columns)."""
+        if self._flat is None:
+            blocks = [(i.index, i.cross) for i in self.instruments if i.cross and i.cross.n]
+            if not blocks:
+                empty = np.zeros(0)
+                self._flat = (
+                    np.zeros(0, dtype=np.int64),
+                    empty,
+                    empty,
+                    np.zeros(0, dtype=np.int64),
+                )
+            else:
+                self._flat = (
+                    np.concatenate([b.acct[: b.n] for _, b in blocks]),
+                    np.concatenate([b.qv[: b.n] for _, b in blocks]),
+                    np.concatenate([b.ms[: b.n] for _, b in blocks]),
+                    np.repeat(
+                        np.array([k for k, _ in blocks], dtype=np.int64),
+                        np.array([b.n for _, b in blocks], dtype=np.int64),
+                    ),
+                )
+        return self._flat
+
     def _revalue(
         self, inst: InstrumentState, mark: float, add_only: bool = False, restate: bool = True
     ) -> list[Transition]:
         """Exact revaluation of one instrument at ``mark`` (tier re-selection, new band)."""
         if math.isnan(mark):
             return []
+        self._flat = None
         if not add_only:
             self._subtract_block_sums(inst)
         inst.mark = mark
@@ -530,6 +586,7 @@ class AccountBook:
                 )
             )
         seqs[a] = seq
+        self._flat = None
         if math.isnan(inst.mark):
             inst.mark = entry
         slots = inst.slots
