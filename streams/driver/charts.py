@@ -25,7 +25,8 @@ STATE_COLORS = {
 }
 SCENARIO_STYLE = {
     "current": ("#111111", "-", 2.2),
-    "uniform_down_5": ("#1f77b4", "--", 1.2),
+    "uniform_down_2": ("#17becf", "--", 1.2),
+    "uniform_down_5": ("#ff7f0e", "--", 1.2),
     "uniform_down_10": ("#1f77b4", "-", 1.4),
     "uniform_down_20": ("#d62728", "-", 1.4),
     "uniform_down_30": ("#9467bd", "-", 1.2),
@@ -34,6 +35,7 @@ SCENARIO_STYLE = {
 }
 SCENARIO_LABEL = {
     "current": "current prices",
+    "uniform_down_2": "−2 % shock",
     "uniform_down_5": "−5 % shock",
     "uniform_down_10": "−10 % shock",
     "uniform_down_20": "−20 % shock",
@@ -136,8 +138,9 @@ def render_charts(report: Mapping[str, Any], out: Path) -> dict[str, Path]:
         bal = _vals(fs["balance_usd"])
         initial = float(summary[f]["initial_balance_usd"])
         for scen, ls, lw in (
-            ("uniform_down_20", "--", 1.1),
             ("uniform_down_10", "--", 1.1),
+            ("uniform_down_5", "--", 1.1),
+            ("uniform_down_2", "--", 1.1),
             ("current", "-", 1.8),
         ):
             bad = fs["projected_bad_debt_usd"].get(scen)
