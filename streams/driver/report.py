@@ -150,22 +150,23 @@ def lead_times(
     t_target = float(target["ts"])
     for scen in SIGNAL_SCENARIOS:
         first = None
+        run_start = None  # start of the uninterrupted run of signals reaching the target
         for p in points:
             if float(p["ts"]) > t_target:
                 break
             f = p["funds"].get(fund)
-            if f is None:
-                continue
-            bad = f["projected_bad_debt_usd"].get(scen)
-            if bad is None:
+            bad = None if f is None else f["projected_bad_debt_usd"].get(scen)
+            if f is None or bad is None:
                 continue
             if target["kind"] == "fund_exhausted":
                 fired = bad > max(0.0, f["balance_usd"])
             else:
                 fired = bad > 0 and bad >= 0.999 * float(target["amount_usd"])
             if fired:
-                first = float(p["ts"])
-                break
+                first = float(p["ts"]) if first is None else first
+                run_start = float(p["ts"]) if run_start is None else run_start
+            else:
+                run_start = None
         out[scen] = (
             None
             if first is None
@@ -173,6 +174,8 @@ def lead_times(
                 "first_signal_ts": first,
                 "lead_time_s": t_target - first,
                 "from_start": bool(points) and first <= float(points[0]["ts"]),
+                # on at every report from then until the event (None: it went off again)
+                "sustained_lead_time_s": None if run_start is None else t_target - run_start,
             }
         )
     return out
@@ -449,15 +452,21 @@ def summary_markdown(report: Mapping[str, Any], charts: Sequence[str] = ()) -> s
                     f"{target['at']}. Signal: projected bad debt under the scenario "
                     "at least that large."
                 )
-            lines += ["", "| scenario | first signal | lead time |", "|---|---|---|"]
+            lines += [
+                "",
+                "| scenario | first signal | lead time | signal on without a break |",
+                "|---|---|---|---|",
+            ]
             for scen, lead in s["lead_times"].items():
                 if lead is None:
-                    lines.append(f"| {scenario_title(scen)} | — | not projected before it |")
+                    lines.append(f"| {scenario_title(scen)} | — | not projected before it | — |")
                 else:
                     start = " (from the start)" if lead["from_start"] else ""
+                    sustained = lead["sustained_lead_time_s"]
                     lines.append(
                         f"| {scenario_title(scen)} | {iso(lead['first_signal_ts'])} | "
-                        f"**{fmt_duration(lead['lead_time_s'])}**{start} |"
+                        f"**{fmt_duration(lead['lead_time_s'])}**{start} | "
+                        f"{'—' if sustained is None else fmt_duration(sustained)} |"
                     )
             lines.append("")
         at_start = s["projected_at_start_for_max_drawdown"]

@@ -184,6 +184,8 @@ def test_replay_writes_summary_and_charts(btc_2020: dict[str, Any]) -> None:
             assert s["lead_times"], fund
             for lead in s["lead_times"].values():
                 assert lead is None or lead["lead_time_s"] >= 0
+                sustained = None if lead is None else lead["sustained_lead_time_s"]
+                assert sustained is None or 0 <= sustained <= lead["lead_time_s"]
 
 
 @pytest.mark.slow
