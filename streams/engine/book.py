@@ -634,16 +634,39 @@ class AccountBook:
         isolated_margin: float,
         seq: int,
     ) -> None:
+        mark = inst.mark
+        if loc >= 0 and not inst.inverse:  # the common case, inlined (hot path)
+            blk = inst.cross
+            assert blk is not None
+            floors, mmr, mma = inst.floors, inst.mmr, inst.mm_amount
+            old_q = blk.qv.item(loc)
+            old_n = abs(old_q) * mark
+            ot = bisect_right(floors, old_n) - 1
+            q = size * inst.contract_size
+            aq = abs(q)
+            n = aq * mark
+            t = bisect_right(floors, n) - 1
+            self.equity[a] += q * (mark - entry) - old_q * (mark - blk.entry.item(loc))
+            self.mm[a] += (n * mmr[t] - mma[t]) - (old_n * mmr[ot] - mma[ot])
+            blk.size[loc] = size
+            blk.entry[loc] = entry
+            blk.qv[loc] = q
+            blk.aq[loc] = aq
+            blk.ms[loc] = aq * mmr[t]
+            blk.ims[loc] = aq * inst.imr[t]
+            if t > 0 and floors[t] / aq > inst.band_lo:
+                inst.band_lo = floors[t] / aq
+            if t + 1 < len(floors) and floors[t + 1] / aq < inst.band_hi:
+                inst.band_hi = floors[t + 1] / aq
+            return
         block = inst.cross if loc >= 0 else inst.iso
         slot = loc if loc >= 0 else ~loc
         assert block is not None
-        mark = inst.mark
         v = position_values(inst, size, entry, mark)
         if loc >= 0:
             old = position_values(inst, float(block.size[slot]), float(block.entry[slot]), mark)
             self.equity[a] += v.upnl - old.upnl
             self.mm[a] += v.mm - old.mm
-        block.seq[slot] = seq
         block.size[slot] = size
         block.entry[slot] = entry
         block.qv[slot] = v.qv
