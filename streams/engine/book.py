@@ -51,7 +51,20 @@ Transition = tuple[int, int, int, float]  # account index, previous, current, ut
 class Block:
     """Struct-of-arrays of the positions of one instrument in one margin mode."""
 
-    __slots__ = ("acct", "aq", "entry", "ims", "iso_margin", "ms", "n", "qv", "seq", "size")
+    __slots__ = (
+        "acct",
+        "aq",
+        "entry",
+        "hi",
+        "ims",
+        "iso_margin",
+        "lo",
+        "ms",
+        "n",
+        "qv",
+        "seq",
+        "size",
+    )
 
     def __init__(self, capacity: int = 4) -> None:
         self.n = 0
@@ -64,10 +77,25 @@ class Block:
         self.ms: FloatArray = np.zeros(capacity)
         self.ims: FloatArray = np.zeros(capacity)
         self.iso_margin: FloatArray = np.zeros(capacity)
+        # the mark band in which the position stays in its margin tier
+        self.lo: FloatArray = np.full(capacity, -np.inf)
+        self.hi: FloatArray = np.full(capacity, np.inf)
 
     def _grow(self) -> None:
         cap = 2 * self.acct.shape[0]
-        for name in ("acct", "seq", "size", "entry", "qv", "aq", "ms", "ims", "iso_margin"):
+        for name in (
+            "acct",
+            "seq",
+            "size",
+            "entry",
+            "qv",
+            "aq",
+            "ms",
+            "ims",
+            "iso_margin",
+            "lo",
+            "hi",
+        ):
             old = getattr(self, name)
             new = np.zeros(cap, dtype=old.dtype)
             new[: self.n] = old[: self.n]
@@ -94,6 +122,8 @@ class Block:
                 self.ms,
                 self.ims,
                 self.iso_margin,
+                self.lo,
+                self.hi,
             ):
                 arr[slot] = arr[last]
             moved = int(self.acct[slot])
@@ -196,6 +226,8 @@ class BlockValues:
     ims: FloatArray
     band_lo: float
     band_hi: float
+    slot_lo: FloatArray
+    slot_hi: FloatArray
 
 
 def block_values(inst: InstrumentState, block: Block, mark: float) -> BlockValues:
@@ -216,13 +248,15 @@ def block_values(inst: InstrumentState, block: Block, mark: float) -> BlockValue
             zero,
             -math.inf,
             math.inf,
+            np.full(n, -np.inf),
+            np.full(n, np.inf),
         )
     aq = block.aq[:n]
     notional = aq * mark
     t = table.tier_index(notional)
     floors_ext = np.append(table.floors_usd, np.inf)
-    lo = float(np.max(floors_ext[t] / aq, initial=-math.inf))
-    hi = float(np.min(floors_ext[t + 1] / aq, initial=math.inf))
+    slot_lo = floors_ext[t] / aq
+    slot_hi = floors_ext[t + 1] / aq
     return BlockValues(
         upnl,
         notional,
@@ -230,8 +264,10 @@ def block_values(inst: InstrumentState, block: Block, mark: float) -> BlockValue
         notional * table.imr[t] - table.im_amount_usd[t],
         aq * table.mmr[t],
         aq * table.imr[t],
-        lo,
-        hi,
+        float(np.max(slot_lo, initial=-math.inf)),
+        float(np.min(slot_hi, initial=math.inf)),
+        slot_lo,
+        slot_hi,
     )
 
 
@@ -273,7 +309,7 @@ class AccountBook:
         self.balance_seq: IntArray = np.full(cap, -1, dtype=np.int64)
         self.cross_count: IntArray = np.zeros(cap, dtype=np.int64)
         self.positions_of: list[set[int]] = []  # account index -> instrument indices held
-        self._flat: tuple[IntArray, FloatArray, FloatArray, IntArray] | None = None
+        self._flat: tuple[IntArray, FloatArray, FloatArray, IntArray, dict[int, int]] | None = None
 
     # -- REFERENCE DATA ----------------------------------------------------------------------------
 
@@ -380,7 +416,7 @@ class AccountBook:
         inst = self.instruments[k]
         old = inst.mark
         inst.mark_ts = ts
-        if math.isnan(old) or not (inst.band_lo <= mark < inst.band_hi):
+        if math.isnan(old):
             return self._revalue(inst, mark)
         inst.mark = mark
         block = inst.cross
@@ -396,6 +432,9 @@ class AccountBook:
         mm = self.mm[a]
         if not inst.inverse:
             mm += block.ms[:n] * dm
+            if not (inst.band_lo <= mark < inst.band_hi):
+                crossed, correction = self._cross_tiers(inst, old, mark)
+                mm[crossed] += correction
             self.mm[a] = mm
         with np.errstate(divide="ignore", invalid="ignore"):
             util = mm / eq
@@ -403,6 +442,38 @@ class AccountBook:
         if not out.any():
             return []
         return self._restate(a[out])
+
+    def _cross_tiers(
+        self, inst: InstrumentState, old: float, mark: float
+    ) -> tuple[IntArray, FloatArray]:
+        """Cross holders whose margin tier changes between ``old`` and ``mark``.
+
+        Returns their slots and the MM correction (exact ΔMM − slope·Δmark) to add on top of the
+        slope step; updates their slopes and tier bands and the instrument's band.
+        """
+        block = inst.cross
+        assert block is not None
+        n = block.n
+        lo = block.lo[:n]
+        hi = block.hi[:n]
+        crossed = np.flatnonzero((mark < lo) | (mark >= hi))
+        correction = np.zeros(crossed.size)
+        if crossed.size:
+            table = inst.table
+            aq = block.aq[crossed]
+            n_new = aq * mark
+            t = table.tier_index(n_new)
+            mm_new = n_new * table.mmr[t] - table.mm_amount_usd[t]
+            mm_old = table.maintenance_margin(aq * old)
+            correction = (mm_new - mm_old) - block.ms[crossed] * (mark - old)
+            block.ms[crossed] = aq * table.mmr[t]
+            block.ims[crossed] = aq * table.imr[t]
+            floors_ext = np.append(table.floors_usd, np.inf)
+            block.lo[crossed] = np.where(t > 0, floors_ext[t] / aq, -np.inf)
+            block.hi[crossed] = floors_ext[t + 1] / aq
+        inst.band_lo = float(lo.max())
+        inst.band_hi = float(hi.min())
+        return crossed, correction
 
     def apply_marks(self, ks: IntArray, marks: FloatArray, ts: float) -> list[Transition]:
         """Apply a conflated batch (distinct instruments); states are evaluated once at the end.
@@ -421,7 +492,7 @@ class AccountBook:
             inst.mark_ts = ts
             block = inst.cross
             assert block is not None
-            if math.isnan(old) or not (inst.band_lo <= mark < inst.band_hi):
+            if math.isnan(old):
                 self._revalue(inst, mark, restate=False)
             elif block.n:
                 inst.mark = mark
@@ -430,7 +501,12 @@ class AccountBook:
                 a = block.acct[:n]
                 self.equity[a] += block.qv[:n] * dm
                 if not inst.inverse:
-                    self.mm[a] += block.ms[:n] * dm
+                    mm = self.mm[a]
+                    mm += block.ms[:n] * dm
+                    if not (inst.band_lo <= mark < inst.band_hi):
+                        crossed, correction = self._cross_tiers(inst, old, mark)
+                        mm[crossed] += correction
+                    self.mm[a] = mm
             else:
                 inst.mark = mark
             if block.n:
@@ -445,26 +521,41 @@ class AccountBook:
 
     def _apply_marks_flat(self, ks: IntArray, marks: FloatArray, ts: float) -> list[Transition]:
         dm = np.zeros(len(self.instruments))
+        crossing: list[tuple[InstrumentState, float, float]] = []
         for k, mark in zip(ks.tolist(), marks.tolist(), strict=True):
             inst = self.instruments[k]
             old = inst.mark
             inst.mark_ts = ts
-            if math.isnan(old) or not (inst.band_lo <= mark < inst.band_hi):
-                self._revalue(inst, mark, restate=False)  # tier changes: exact, per instrument
-            else:
-                dm[k] = mark - old
-                inst.mark = mark
-        acct, qv, ms, inst_of = self._flat_cross()
+            if math.isnan(old):
+                self._revalue(inst, mark, restate=False)
+                continue
+            dm[k] = mark - old
+            inst.mark = mark
+            if not inst.inverse and not (inst.band_lo <= mark < inst.band_hi):
+                crossing.append((inst, old, mark))
+        acct, qv, ms, inst_of, offsets = self._flat_cross()
         step = dm[inst_of]
         n = self.n_accounts
         self.equity[:n] += np.bincount(acct, weights=qv * step, minlength=n)
         self.mm[:n] += np.bincount(acct, weights=ms * step, minlength=n)
+        for inst, old, mark in crossing:  # exact MM for holders changing tier
+            crossed, correction = self._cross_tiers(inst, old, mark)
+            if crossed.size:
+                block = inst.cross
+                assert block is not None
+                self.mm[block.acct[crossed]] += correction
+                ms[offsets[inst.index] + crossed] = block.ms[crossed]
         return self._restate(np.arange(n), only_out_of_band=True)
 
-    def _flat_cross(self) -> tuple[IntArray, FloatArray, FloatArray, IntArray]:
+    def _flat_cross(self) -> tuple[IntArray, FloatArray, FloatArray, IntArray, dict[int, int]]:
         """A flat copy of every cross block (rebuilt after any change to the columns)."""
         if self._flat is None:
             blocks = [(i.index, i.cross) for i in self.instruments if i.cross and i.cross.n]
+            offsets: dict[int, int] = {}
+            start = 0
+            for k, b in blocks:
+                offsets[k] = start
+                start += b.n
             if not blocks:
                 empty = np.zeros(0)
                 self._flat = (
@@ -472,6 +563,7 @@ class AccountBook:
                     empty,
                     empty,
                     np.zeros(0, dtype=np.int64),
+                    {},
                 )
             else:
                 self._flat = (
@@ -482,6 +574,7 @@ class AccountBook:
                         np.array([k for k, _ in blocks], dtype=np.int64),
                         np.array([b.n for _, b in blocks], dtype=np.int64),
                     ),
+                    offsets,
                 )
         return self._flat
 
@@ -504,9 +597,11 @@ class AccountBook:
             v = block_values(inst, block, mark)
             block.ms[: block.n] = v.ms
             block.ims[: block.n] = v.ims
-            lo, hi = max(lo, v.band_lo), min(hi, v.band_hi)
+            block.lo[: block.n] = v.slot_lo
+            block.hi[: block.n] = v.slot_hi
             if block is inst.cross:
                 cross_values = v
+                lo, hi = v.band_lo, v.band_hi
         inst.band_lo, inst.band_hi = lo, hi
         block = inst.cross
         assert block is not None
@@ -610,11 +705,14 @@ class AccountBook:
             block.ms[s] = v.ms
             block.ims[s] = v.ims
             block.iso_margin[s] = isolated_margin
+            block.lo[s] = v.band_lo
+            block.hi[s] = v.band_hi
             slots[a] = ~s if isolated else s
-            if v.band_lo > inst.band_lo:
-                inst.band_lo = v.band_lo
-            if v.band_hi < inst.band_hi:
-                inst.band_hi = v.band_hi
+            if not isolated:
+                if v.band_lo > inst.band_lo:
+                    inst.band_lo = v.band_lo
+                if v.band_hi < inst.band_hi:
+                    inst.band_hi = v.band_hi
             self.positions_of[a].add(k)
             if not isolated:
                 self.cross_count[a] += 1
@@ -654,10 +752,14 @@ class AccountBook:
             blk.aq[loc] = aq
             blk.ms[loc] = aq * mmr[t]
             blk.ims[loc] = aq * inst.imr[t]
-            if t > 0 and floors[t] / aq > inst.band_lo:
-                inst.band_lo = floors[t] / aq
-            if t + 1 < len(floors) and floors[t + 1] / aq < inst.band_hi:
-                inst.band_hi = floors[t + 1] / aq
+            lo = floors[t] / aq if t > 0 else -math.inf
+            hi = floors[t + 1] / aq if t + 1 < len(floors) else math.inf
+            blk.lo[loc] = lo
+            blk.hi[loc] = hi
+            if lo > inst.band_lo:
+                inst.band_lo = lo
+            if hi < inst.band_hi:
+                inst.band_hi = hi
             return
         block = inst.cross if loc >= 0 else inst.iso
         slot = loc if loc >= 0 else ~loc
@@ -674,10 +776,13 @@ class AccountBook:
         block.ms[slot] = v.ms
         block.ims[slot] = v.ims
         block.iso_margin[slot] = isolated_margin
-        if v.band_lo > inst.band_lo:
-            inst.band_lo = v.band_lo
-        if v.band_hi < inst.band_hi:
-            inst.band_hi = v.band_hi
+        block.lo[slot] = v.band_lo
+        block.hi[slot] = v.band_hi
+        if loc >= 0:
+            if v.band_lo > inst.band_lo:
+                inst.band_lo = v.band_lo
+            if v.band_hi < inst.band_hi:
+                inst.band_hi = v.band_hi
 
     def _remove(self, inst: InstrumentState, a: int, loc: int) -> None:
         assert inst.slots is not None

@@ -200,7 +200,9 @@ def test_conflated_batch_equals_sequential_ticks(ticks: list[tuple[str, float]])
     for name, f in ticks:
         seq_replay.engine.apply_price_fast(name, BASE[name] * f, 5.0)
     ids = [batch_replay.engine.instrument_id(n) for n, _ in ticks]
-    batch_replay.engine.apply_prices_fast(ids, [BASE[n] * f for n, f in ticks], 5.0)
+    marks = [BASE[n] * f for n, f in ticks]
+    for start in range(0, len(ticks), 4):  # several batches: the flat copy is reused between
+        batch_replay.engine.apply_prices_fast(ids[start : start + 4], marks[start : start + 4], 5.0)
     for acct in ACCOUNTS:
         a, b = seq_replay.engine.account(acct), batch_replay.engine.account(acct)
         assert a is not None and b is not None
