@@ -262,5 +262,8 @@ def run(args: argparse.Namespace) -> int:
         quiet=True,
         redirect_stdouts=False,
     )
+    # faust's terminal spinner (enabled at levels >= warning) sets the ROOT logger to DEBUG so
+    # every library builds debug records it then drops: measurable CPU on a busy worker.
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0

@@ -107,24 +107,47 @@ def newer(msg: dict[str, Any], old: dict[str, Any] | None) -> bool:
     return (int(msg["generation"]), float(msg["ts"])) >= (int(old["generation"]), float(old["ts"]))
 
 
-def store_partial(msg: dict[str, Any]) -> bool:
+def store_partial(msg: dict[str, Any], raw: str | None = None) -> bool:
+    """Keep ``msg`` if it supersedes the stored partial of its (fund, partition).
+
+    The table value holds the partial as the JSON text it arrived in (``raw``): re-encoding the
+    float arrays for the changelog on every update would cost more than the combining itself.
+    """
     key = f"{msg['fund']}|{int(msg['partition'])}"
     if not newer(msg, partials_table.get(key)):
         return False
-    partials_table[key] = msg
+    partials_table[key] = {
+        "fund": str(msg["fund"]),
+        "partition": int(msg["partition"]),
+        "generation": int(msg["generation"]),
+        "ts": float(msg["ts"]),
+        "worker": str(msg.get("worker", "")),
+        "raw": raw if raw is not None else json.dumps(msg),
+    }
     return True
+
+
+# table key -> ((generation, ts), parsed partial): parse each stored partial once
+_parsed: dict[str, tuple[tuple[int, float], FundPartial]] = {}
 
 
 def latest_partials() -> dict[str, dict[int, FundPartial]]:
     """fund -> source partition -> latest partial (from the combiner's table)."""
     out: dict[str, dict[int, FundPartial]] = {}
     n = settings.kafka.partitions
-    for _key, msg in list(partials_table.data.items()):
+    live = set()
+    for key, msg in list(partials_table.data.items()):
         if not msg or int(msg["partition"]) >= n:
             continue
-        out.setdefault(str(msg["fund"]), {})[int(msg["partition"])] = FundPartial.from_dict(
-            msg["partial"]
-        )
+        live.add(key)
+        stamp = (int(msg["generation"]), float(msg["ts"]))
+        cached = _parsed.get(key)
+        if cached is None or cached[0] != stamp:
+            body = json.loads(msg["raw"]) if "raw" in msg else msg
+            cached = _parsed[key] = (stamp, FundPartial.from_dict(body["partial"]))
+        out.setdefault(str(msg["fund"]), {})[int(msg["partition"])] = cached[1]
+    for key in set(_parsed) - live:
+        del _parsed[key]
     return out
 
 
@@ -232,8 +255,8 @@ async def publish_partials() -> None:
         await partials_topic.send(key=fund.encode(), value=json.dumps(body).encode())
 
 
-# (partition, fund) -> (generation, serialized partial, monotonic time published)
-_published: dict[tuple[int, str], tuple[int, str, float]] = {}
+# (partition, fund) -> (generation, partial dict, monotonic time published)
+_published: dict[tuple[int, str], tuple[int, dict[str, Any], float]] = {}
 
 
 def changed_partials(
@@ -248,15 +271,14 @@ def changed_partials(
     for fund, body in messages:
         key = (int(body["partition"]), fund)
         live.add(key)
-        text = json.dumps(body["partial"], sort_keys=True)
         last = _published.get(key)
         if (
             last is None
             or last[0] != body["generation"]
-            or last[1] != text
             or now - last[2] >= keepalive
+            or last[1] != body["partial"]  # plain dict/list equality: no serialization
         ):
-            _published[key] = (int(body["generation"]), text, now)
+            _published[key] = (int(body["generation"]), body["partial"], now)
             out.append((fund, body))
     for key in set(_published) - live:  # partitions this worker no longer owns
         del _published[key]
@@ -289,7 +311,8 @@ async def combine_partials(stream: faust.StreamT[bytes]) -> None:
                 raise ValueError("ts")
             str(msg["fund"])
             dict(msg["partial"])
+            raw = value.decode("utf-8") if isinstance(value, bytes) else json.dumps(msg)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring malformed partial: %s", exc)
             continue
-        store_partial(msg)
+        store_partial(msg, raw)

@@ -113,6 +113,7 @@ class Runtime:
         self.metrics = RiskMetrics(snapshot=self.snapshot)
         for collector in self.collectors:
             self.metrics.registry.register(collector)
+        self._accepted: dict[EventKind, Any] = {}
         self.ref = Reference()
         self.engines: dict[int, RiskEngine] = {}
         self.assigned: set[int] | None = None  # account partitions; None = not known yet
@@ -303,9 +304,14 @@ class Runtime:
         )
 
     def accepted(self, kind: EventKind, ts_event: float | None) -> None:
-        self.metrics.event(TOPIC_LABEL[kind])
+        child = self._accepted.get(kind)
+        if child is None:  # cache the labelled child: .labels() takes a lock per call
+            child = self._accepted[kind] = self.metrics.events_total.labels(
+                topic=TOPIC_LABEL[kind]
+            )
+        child.inc()
         if ts_event is not None:
-            self.metrics.observe_lag(time.time() - ts_event)
+            self.metrics.event_lag_seconds.observe(max(0.0, time.time() - ts_event))
 
     async def emit(self, transitions: list[Any], partition: int | None = None) -> None:
         """Publish risk-state transitions (Kafka ``risk-events``, key account; Redis stream)."""
