@@ -306,9 +306,7 @@ class Runtime:
     def accepted(self, kind: EventKind, ts_event: float | None) -> None:
         child = self._accepted.get(kind)
         if child is None:  # cache the labelled child: .labels() takes a lock per call
-            child = self._accepted[kind] = self.metrics.events_total.labels(
-                topic=TOPIC_LABEL[kind]
-            )
+            child = self._accepted[kind] = self.metrics.events_total.labels(topic=TOPIC_LABEL[kind])
         child.inc()
         if ts_event is not None:
             self.metrics.event_lag_seconds.observe(max(0.0, time.time() - ts_event))
