@@ -111,6 +111,8 @@ class Deployment:
             # ticks and updates); without it they are a function of the final book, so the
             # per-state counts can be compared exactly. Also exercises RISKMON_ENGINE__*.
             "RISKMON_ENGINE__HYSTERESIS": "0",
+            # a stalled faust recovery (seen under heavy CPU load) heals well within a test
+            "RISKMON_WORKER__RECOVERY_TIMEOUT_S": "15",
         }
         for name, topic in self.topics.items():
             env[f"RISKMON_TOPICS__{name.upper()}"] = topic

@@ -119,7 +119,7 @@ async def test_second_worker_mid_stream_loses_nothing(
             150,
             "convergence after the rebalance",
         )
-        ms = await wait_for(lambda: all_ready(workers), 60, "both ready")
+        ms = await wait_for(lambda: all_ready(workers), 90, "both ready")
     except TimeoutError as exc:
         raise AssertionError(f"{exc}\n{describe(workers, venue, expected)}") from None
 
