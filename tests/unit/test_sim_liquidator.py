@@ -8,7 +8,7 @@ import math
 import pytest
 
 from streams.driver.inprocess import InProcessDriver
-from streams.engine.engine import RiskEngine
+from streams.engine.engine import AccountRisk, RiskEngine
 from streams.engine.models import Instrument, MarginMode, MarginTier, PriceTick, RiskState
 from streams.sim.liquidator import VenueLiquidator
 from streams.sim.venue import SimAccount, SimPosition, Venue
@@ -21,6 +21,12 @@ BTC = Instrument(
     impact_coef=0.1,
     fund="main",
 )
+
+
+def _account(engine: RiskEngine, name: str) -> AccountRisk:
+    risk = engine.account(name)
+    assert risk is not None
+    return risk
 
 
 def _run(venue: Venue, marks: list[float]) -> tuple[RiskEngine, VenueLiquidator]:
@@ -67,10 +73,11 @@ def test_bankrupt_long_fund_then_adl() -> None:
     remaining = -2.0 * (1 - s.socialized_usd / 2_000.0)
     assert liq.positions["short"]["BTCUSDT"].size == pytest.approx(remaining)
     # the engine saw the venue's events
-    assert engine.account("long").positions == 0
-    assert engine.account("long").state is RiskState.HEALTHY
+    long = _account(engine, "long")
+    assert long.positions == 0
+    assert long.state is RiskState.HEALTHY
     assert engine.fund_balances["main"] == pytest.approx(0.0)
-    short = engine.account("short")
+    short = _account(engine, "short")
     assert short.notional_usd == pytest.approx(abs(remaining) * 9_000)
 
 
@@ -95,7 +102,7 @@ def test_isolated_position_loses_only_its_margin() -> None:
     assert s.pool == "BTCUSDT" and s.bad_debt_usd == pytest.approx(expected)
     assert liq.funds["main"] == pytest.approx(1_000.0 - expected)
     assert liq.wallet["iso"] == 1_000.0  # the cross wallet is untouched
-    assert not liq.adl and engine.account("iso").positions == 0
+    assert not liq.adl and _account(engine, "iso").positions == 0
 
 
 def test_solvent_liquidation_pays_the_fee_to_the_fund() -> None:
