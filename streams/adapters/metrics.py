@@ -451,6 +451,7 @@ class RiskMetrics:
         snapshot: Callable[[], MetricsSnapshot | None] | None = None,
         *,
         topics: Iterable[str] = DEFAULT_TOPICS,
+        reasons: Iterable[str] = (),
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -479,8 +480,11 @@ class RiskMetrics:
             "1 once state is recovered and the worker is processing.",
             registry=self.registry,
         )
+        reasons = tuple(str(getattr(r, "value", r)) for r in reasons)
         for topic in topics:
             self.events_total.labels(topic=topic)
+            for reason in reasons:  # e.g. RejectReason: series exist at 0 before the first one
+                self.events_rejected_total.labels(topic=topic, reason=reason)
         self.worker_ready.set(0)
         self.registry.register(SnapshotCollector(snapshot if snapshot is not None else self.latest))
 

@@ -22,6 +22,7 @@ from streams.driver.inprocess import InProcessDriver, VenueReportPoint
 from streams.driver.replay import engine_config
 from streams.driver.view import AccountRow, AdlRow, DemoView, render
 from streams.engine.engine import RiskEngine
+from streams.engine.rejections import RejectReason
 from streams.engine.states import StateTransition
 from streams.sim.liquidator import VenueLiquidator
 from streams.sim.prices import CrashSpec, PricePathConfig, price_path
@@ -99,7 +100,7 @@ class Demo:
         )
         self.engine = RiskEngine(engine_config())
         self.liquidator = VenueLiquidator(self.venue)
-        self.metrics = RiskMetrics()
+        self.metrics = RiskMetrics(reasons=RejectReason)
         self.crash = CrashSpec(
             start_s=args.crash_at, duration_s=60.0 * args.crash_minutes, depth=args.crash_depth
         )

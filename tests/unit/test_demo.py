@@ -27,6 +27,7 @@ CONTRACT = (
     "riskmon_liquidatable_notional_usd",
     "riskmon_mark_price_timestamp_seconds",
     "riskmon_events_total",
+    "riskmon_events_rejected_total",
     "riskmon_event_lag_seconds_bucket",
     "riskmon_worker_ready",
     "riskmon_profitable_upnl_usd",

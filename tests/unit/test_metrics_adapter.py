@@ -67,6 +67,13 @@ def test_per_worker_instruments_exist_before_any_event() -> None:
     assert m.sample("riskmon_worker_ready") == 1
 
 
+def test_reject_reasons_can_be_pre_initialised() -> None:
+    m = RiskMetrics(topics=("prices",), reasons=("duplicate", "stale_sequence"))
+    assert (
+        m.sample("riskmon_events_rejected_total", {"topic": "prices", "reason": "duplicate"}) == 0
+    )
+
+
 def test_all_five_states_always_exported() -> None:
     m = RiskMetrics()
     for state in STATES:  # no snapshot yet: zeros
