@@ -96,12 +96,14 @@ def _vals(xs: list[Any]) -> list[float]:
     return [float("nan") if x is None else float(x) for x in xs]
 
 
-def _mark_target(ax: Axes, fund_summary: Mapping[str, Any]) -> None:
+def _mark_target(ax: Axes, fund_summary: Mapping[str, Any], fund: str | None = None) -> None:
     target = fund_summary.get("target")
     if not target:
         return
     t = float(mdates.date2num(datetime.fromtimestamp(target["ts"], tz=UTC)))
     label = "fund exhausted" if target["kind"] == "fund_exhausted" else "largest bad-debt increment"
+    if fund is not None:
+        label = f"{label} ({fund})"
     ax.axvline(t, color="#d62728", ls=":", lw=1.5, label=label)
 
 
@@ -268,7 +270,7 @@ def render_charts(report: Mapping[str, Any], out: Path) -> dict[str, Path]:
         )
     targets = {summary[f]["target"]["ts"]: f for f in funds if summary[f].get("target")}
     for _ts, f in sorted(targets.items()):
-        _mark_target(ax, summary[f])
+        _mark_target(ax, summary[f], f)
     ax.axhline(0, color="#555", lw=0.8)
     ax.set_ylabel("% from start")
     ax.set_title(f"Price path (at report cadence) — {title}", fontsize=10)
