@@ -45,6 +45,8 @@ from streams.engine.tiers import FloatArray, IntArray, TierTable
 
 Transition = tuple[int, int, int, float]  # account index, previous, current, utilization
 
+SORT_AFTER_CROSSINGS = 3  # band-leaving ticks of an unchanged block before its aq index is built
+
 # -- COLUMNS ---------------------------------------------------------------------------------------
 
 
@@ -154,6 +156,12 @@ class InstrumentState:
     iso: Block | None = None
     slots: dict[int, int] | None = None  # account index -> slot (≥ 0 cross, ~slot isolated)
     seqs: dict[int, int] | None = None  # account index -> last position seq (closed ones too)
+    # cross slots sorted by |qv| (mark-independent for linear contracts): the holders crossing a
+    # tier floor between two marks are a few contiguous ranges (see AccountBook._cross_tiers);
+    # dropped whenever the cross block changes, rebuilt after a few band-leaving ticks
+    aq_order: IntArray | None = None
+    aq_sorted: FloatArray | None = None
+    unsorted_crossings: int = 0
 
     @property
     def name(self) -> str:
@@ -271,6 +279,25 @@ def block_values(inst: InstrumentState, block: Block, mark: float) -> BlockValue
     )
 
 
+@dataclass(slots=True)
+class FlatCross:
+    """Every cross block concatenated (instrument by instrument), for whole-book tick batches."""
+
+    acct: IntArray
+    qv: FloatArray
+    ms: FloatArray
+    ks: IntArray  # instrument of each block
+    lens: IntArray  # positions of each block
+    offsets: dict[int, int]  # instrument -> start of its block
+    counts: IntArray  # cross positions per instrument (all instruments)
+
+
+def _drop_aq_index(inst: InstrumentState) -> None:
+    inst.aq_order = None
+    inst.aq_sorted = None
+    inst.unsorted_crossings = 0
+
+
 # -- THE BOOK --------------------------------------------------------------------------------------
 
 
@@ -294,6 +321,8 @@ class AccountBook:
         self._band_hi = np.array([up[0], up[1], up[2], np.inf, 0.0])
         self.instruments: list[InstrumentState] = []
         self.instrument_index: dict[str, int] = {}
+        self.instruments_version = 0  # bumped by every upsert_instrument (derived-table caches)
+        self.derived_cache: dict[str, object] = {}  # e.g. padded tier tables (book_batch)
         self.funds: list[str] = []
         self.fund_index: dict[str, int] = {}
         self.account_names: list[str] = []
@@ -309,13 +338,14 @@ class AccountBook:
         self.balance_seq: IntArray = np.full(cap, -1, dtype=np.int64)
         self.cross_count: IntArray = np.zeros(cap, dtype=np.int64)
         self.positions_of: list[set[int]] = []  # account index -> instrument indices held
-        self._flat: tuple[IntArray, FloatArray, FloatArray, IntArray, dict[int, int]] | None = None
+        self._flat: FlatCross | None = None
 
     # -- REFERENCE DATA ----------------------------------------------------------------------------
 
     def upsert_instrument(self, model: Instrument) -> list[Transition]:
         """Add or replace an instrument; existing holders are revalued under the new parameters."""
         table = TierTable.of(model)
+        self.instruments_version += 1
         if model.fund not in self.fund_index:
             self.fund_index[model.fund] = len(self.funds)
             self.funds.append(model.fund)
@@ -351,6 +381,7 @@ class AccountBook:
             else:
                 block.qv[:n] = block.size[:n] * inst.contract_size
             block.aq[:n] = 0.0 if inst.inverse else np.abs(block.qv[:n])
+        _drop_aq_index(inst)
         return self._revalue(inst, inst.mark, add_only=True)
 
     def _subtract_block_sums(self, inst: InstrumentState) -> None:
@@ -446,20 +477,55 @@ class AccountBook:
     def _cross_tiers(
         self, inst: InstrumentState, old: float, mark: float
     ) -> tuple[IntArray, FloatArray]:
-        """Cross holders whose margin tier changes between ``old`` and ``mark``.
+        """Cross holders whose margin tier may change between ``old`` and ``mark``.
 
         Returns their slots and the MM correction (exact ΔMM − slope·Δmark) to add on top of the
-        slope step; updates their slopes and tier bands and the instrument's band.
+        slope step; updates their slopes and tier bands and the instrument's band. With the
+        |qv|-sorted index, the holders crossing floor f between the two marks are those with
+        |qv| in [f / max(old, mark), f / min(old, mark)) — a contiguous range per floor, found by
+        binary search (widened by a relative 1e-9; the correction is exact for any holder, so a
+        slightly larger candidate set is harmless). Without it, every holder's band is scanned.
         """
         block = inst.cross
         assert block is not None
         n = block.n
-        lo = block.lo[:n]
-        hi = block.hi[:n]
-        crossed = np.flatnonzero((mark < lo) | (mark >= hi))
+        if n == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        if inst.aq_sorted is None:
+            inst.unsorted_crossings += 1
+            if inst.unsorted_crossings >= SORT_AFTER_CROSSINGS:
+                order = np.argsort(block.aq[:n], kind="stable")
+                inst.aq_order = order
+                inst.aq_sorted = block.aq[order]
+        if inst.aq_sorted is None:
+            lo = block.lo[:n]
+            hi = block.hi[:n]
+            crossed = np.flatnonzero((mark < lo) | (mark >= hi))
+        else:
+            assert inst.aq_order is not None
+            aq_s = inst.aq_sorted
+            m_lo, m_hi = (old, mark) if old < mark else (mark, old)
+            fl = inst.table.floors_usd[1:]
+            if m_lo > 0:
+                lo_q = fl / m_hi * (1.0 - 1e-9)
+                hi_q = fl / m_lo * (1.0 + 1e-9)
+            else:
+                lo_q, hi_q = fl / m_hi * (1.0 - 1e-9), np.full(fl.size, np.inf)
+            i0 = np.searchsorted(aq_s, lo_q, side="left")
+            i1 = np.searchsorted(aq_s, hi_q, side="right")
+            parts = [
+                inst.aq_order[a:b] for a, b in zip(i0.tolist(), i1.tolist(), strict=True) if b > a
+            ]
+            if not parts:
+                crossed = np.zeros(0, dtype=np.int64)
+            elif len(parts) == 1:
+                crossed = parts[0]
+            else:
+                crossed = np.unique(np.concatenate(parts))
         correction = np.zeros(crossed.size)
+        table = inst.table
+        floors_ext = np.append(table.floors_usd, np.inf)
         if crossed.size:
-            table = inst.table
             aq = block.aq[crossed]
             n_new = aq * mark
             t = table.tier_index(n_new)
@@ -468,12 +534,35 @@ class AccountBook:
             correction = (mm_new - mm_old) - block.ms[crossed] * (mark - old)
             block.ms[crossed] = aq * table.mmr[t]
             block.ims[crossed] = aq * table.imr[t]
-            floors_ext = np.append(table.floors_usd, np.inf)
             block.lo[crossed] = np.where(t > 0, floors_ext[t] / aq, -np.inf)
             block.hi[crossed] = floors_ext[t + 1] / aq
-        inst.band_lo = float(lo.max())
-        inst.band_hi = float(hi.min())
+        if inst.aq_sorted is None:
+            inst.band_lo = float(block.lo[:n].max())
+            inst.band_hi = float(block.hi[:n].min())
+        else:
+            inst.band_lo, inst.band_hi = self._sorted_band(inst, mark)
         return crossed, correction
+
+    @staticmethod
+    def _sorted_band(inst: InstrumentState, mark: float) -> tuple[float, float]:
+        """Conservative mark band around ``mark`` in which no holder changes tier (sorted index)."""
+        aq_s = inst.aq_sorted
+        assert aq_s is not None
+        if mark <= 0 or aq_s.size == 0:
+            return mark, mark  # degenerate: force the exact path on the next tick
+        fl = inst.table.floors_usd[1:]
+        # holders below floor f (aq < f/mark) cross it upward at f/aq; the largest such aq first
+        j = np.searchsorted(aq_s, fl / mark, side="left")
+        below = j > 0
+        up = fl[below] / aq_s[j[below] - 1]
+        hi = float(up.min()) if up.size else math.inf
+        # holders at or above f cross it downward below f/aq; the smallest such aq first
+        above = j < aq_s.size
+        dn = fl[above] / aq_s[j[above]]
+        lo = float(dn.max()) if dn.size else -math.inf
+        # shrink (a smaller band only sends more ticks down the exact path)
+        width = 1e-9 * abs(mark)
+        return lo + width, hi - width
 
     def apply_marks(self, ks: IntArray, marks: FloatArray, ts: float) -> list[Transition]:
         """Apply a conflated batch (distinct instruments); states are evaluated once at the end.
@@ -481,8 +570,9 @@ class AccountBook:
         A batch that moves most of the book is applied in one pass over a flat copy of the
         cross columns (two bincounts); a small batch instrument by instrument.
         """
-        holders = sum(self._cross_n(self.instruments[k]) for k in ks.tolist())
-        total = sum(self._cross_n(i) for i in self.instruments)
+        counts = self._cross_counts()
+        holders = int(counts[ks].sum())
+        total = int(counts.sum())
         if total and holders * 3 >= total:
             return self._apply_marks_flat(ks, marks, ts)
         touched = np.zeros(self.n_accounts, dtype=np.bool_)
@@ -513,7 +603,13 @@ class AccountBook:
                 touched[block.acct[: block.n]] = True
         if touched.sum() * 4 < self.n_accounts:
             return self._restate(np.flatnonzero(touched))
-        return self._restate(np.arange(self.n_accounts), only_out_of_band=True)
+        return self._restate_all()
+
+    def _cross_counts(self) -> IntArray:
+        flat = self._flat
+        if flat is not None:
+            return flat.counts
+        return np.array([self._cross_n(i) for i in self.instruments], dtype=np.int64)
 
     @staticmethod
     def _cross_n(inst: InstrumentState) -> int:
@@ -533,23 +629,24 @@ class AccountBook:
             inst.mark = mark
             if not inst.inverse and not (inst.band_lo <= mark < inst.band_hi):
                 crossing.append((inst, old, mark))
-        acct, qv, ms, inst_of, offsets = self._flat_cross()
-        step = dm[inst_of]
+        flat = self._flat_cross()
+        step = np.repeat(dm[flat.ks], flat.lens)
         n = self.n_accounts
-        self.equity[:n] += np.bincount(acct, weights=qv * step, minlength=n)
-        self.mm[:n] += np.bincount(acct, weights=ms * step, minlength=n)
+        self.equity[:n] += np.bincount(flat.acct, weights=flat.qv * step, minlength=n)
+        self.mm[:n] += np.bincount(flat.acct, weights=flat.ms * step, minlength=n)
         for inst, old, mark in crossing:  # exact MM for holders changing tier
             crossed, correction = self._cross_tiers(inst, old, mark)
             if crossed.size:
                 block = inst.cross
                 assert block is not None
-                self.mm[block.acct[crossed]] += correction
-                ms[offsets[inst.index] + crossed] = block.ms[crossed]
-        return self._restate(np.arange(n), only_out_of_band=True)
+                self.mm[block.acct[crossed]] += correction  # distinct accounts
+                flat.ms[flat.offsets[inst.index] + crossed] = block.ms[crossed]
+        return self._restate_all()
 
-    def _flat_cross(self) -> tuple[IntArray, FloatArray, FloatArray, IntArray, dict[int, int]]:
+    def _flat_cross(self) -> FlatCross:
         """A flat copy of every cross block (rebuilt after any change to the columns)."""
         if self._flat is None:
+            counts = np.array([self._cross_n(i) for i in self.instruments], dtype=np.int64)
             blocks = [(i.index, i.cross) for i in self.instruments if i.cross and i.cross.n]
             offsets: dict[int, int] = {}
             start = 0
@@ -557,24 +654,24 @@ class AccountBook:
                 offsets[k] = start
                 start += b.n
             if not blocks:
-                empty = np.zeros(0)
-                self._flat = (
+                self._flat = FlatCross(
                     np.zeros(0, dtype=np.int64),
-                    empty,
-                    empty,
+                    np.zeros(0),
+                    np.zeros(0),
+                    np.zeros(0, dtype=np.int64),
                     np.zeros(0, dtype=np.int64),
                     {},
+                    counts,
                 )
             else:
-                self._flat = (
+                self._flat = FlatCross(
                     np.concatenate([b.acct[: b.n] for _, b in blocks]),
                     np.concatenate([b.qv[: b.n] for _, b in blocks]),
                     np.concatenate([b.ms[: b.n] for _, b in blocks]),
-                    np.repeat(
-                        np.array([k for k, _ in blocks], dtype=np.int64),
-                        np.array([b.n for _, b in blocks], dtype=np.int64),
-                    ),
+                    np.array([k for k, _ in blocks], dtype=np.int64),
+                    np.array([b.n for _, b in blocks], dtype=np.int64),
                     offsets,
+                    counts,
                 )
         return self._flat
 
@@ -641,6 +738,17 @@ class AccountBook:
             )
         )
 
+    def _restate_all(self) -> list[Transition]:
+        """State machine for the accounts (of all) whose utilization left their state's band."""
+        n = self.n_accounts
+        with np.errstate(divide="ignore", invalid="ignore"):
+            raw = self.mm[:n] / self.equity[:n]
+        out = (raw < self.band_lo[:n]) | ~(raw < self.band_hi[:n])
+        idx = np.flatnonzero(out)
+        if idx.size == 0:
+            return []
+        return self._restate(idx)
+
     def _restate_one(self, a: int) -> list[Transition]:
         eq = float(self.equity[a])
         util = utilization_scalar(float(self.mm[a]), eq)
@@ -672,16 +780,32 @@ class AccountBook:
         assert seqs is not None
         prev_seq = seqs.get(a)
         if prev_seq is not None and seq <= prev_seq:
-            reason = RejectReason.DUPLICATE if seq == prev_seq else RejectReason.STALE_SEQUENCE
-            raise RejectedEvent(
-                Rejection(
-                    reason,
-                    f"position {account}/{self.instruments[k].name}: seq {seq} "
-                    f"vs stored {prev_seq}",
-                )
-            )
+            raise RejectedEvent(self.position_rejection(account, k, seq, prev_seq))
         seqs[a] = seq
+        self.set_position(a, k, size, entry, isolated, isolated_margin, seq)
+        return self._restate_one(a)
+
+    def position_rejection(self, account: str, k: int, seq: int, prev_seq: int) -> Rejection:
+        reason = RejectReason.DUPLICATE if seq == prev_seq else RejectReason.STALE_SEQUENCE
+        return Rejection(
+            reason,
+            f"position {account}/{self.instruments[k].name}: seq {seq} vs stored {prev_seq}",
+        )
+
+    def set_position(
+        self,
+        a: int,
+        k: int,
+        size: float,
+        entry: float,
+        isolated: bool,
+        isolated_margin: float,
+        seq: int,
+    ) -> None:
+        """Set a position whose sequence number was already checked; states are not evaluated."""
+        inst = self.instruments[k]
         self._flat = None
+        _drop_aq_index(inst)
         if math.isnan(inst.mark):
             inst.mark = entry
         slots = inst.slots
@@ -689,7 +813,7 @@ class AccountBook:
         loc = slots.get(a)
         if size != 0 and loc is not None and (loc >= 0) is (not isolated):
             self._update_in_place(inst, a, loc, size, entry, isolated_margin, seq)
-            return self._restate_one(a)
+            return
         if loc is not None:
             self._remove(inst, a, loc)
         if size != 0:
@@ -720,7 +844,6 @@ class AccountBook:
                 self.mm[a] += v.mm
         else:
             self.positions_of[a].discard(k)
-        return self._restate_one(a)
 
     def _update_in_place(
         self,
@@ -923,6 +1046,7 @@ def bulk_load(
             else:
                 inst.iso = fresh
                 inst.slots.update(zip(account[rows].tolist(), [~s for s in range(n)], strict=True))
+        _drop_aq_index(inst)
         k = inst.index
         for a in account[sel].tolist():
             book.positions_of[a].add(k)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streams.engine.book import AccountBook, Transition, position_values
+from streams.engine.book_batch import apply_positions
 from streams.engine.config import EngineConfig
 from streams.engine.margin import shock_distance
 from streams.engine.models import (
@@ -191,6 +192,56 @@ class RiskEngine:
         k = instrument if isinstance(instrument, int) else self.instrument_id(instrument)
         raw = self.book.apply_position(account, k, size, entry, isolated, isolated_margin, seq)
         return self._transitions(raw, ts) if raw else []
+
+    def apply_positions_fast(
+        self,
+        accounts: Sequence[str],
+        instruments: Sequence[int | str],
+        sizes: Sequence[float],
+        entries: Sequence[float],
+        isolated: Sequence[bool],
+        isolated_margins: Sequence[float],
+        seqs: Sequence[int],
+        ts: float,
+    ) -> tuple[list[StateTransition], list[tuple[int, Rejection]]]:
+        """A batch of position updates (one driver fetch): ``(transitions, [(row, rejection)])``.
+
+        Rows are checked in order like ``apply_position_fast`` (unknown instrument, stale or
+        duplicate seq → a rejection for that row); per (account, instrument) the last accepted
+        row wins; risk states are evaluated once, after the batch.
+        """
+        rows = range(len(accounts))
+        ks: list[int] = []
+        bad: list[tuple[int, Rejection]] = []
+        keep: list[int] | None = None
+        index = self.book.instrument_index
+        n_inst = len(self.book.instruments)
+        for i, ins in enumerate(instruments):
+            k = index.get(ins) if isinstance(ins, str) else ins
+            if k is None or not 0 <= k < n_inst:
+                bad.append(
+                    (i, Rejection(RejectReason.UNKNOWN_INSTRUMENT, f"unknown instrument {ins!r}"))
+                )
+                if keep is None:
+                    keep = list(rows[:i])
+                continue
+            ks.append(k)
+            if keep is not None:
+                keep.append(i)
+        if keep is not None:  # drop the rejected rows (rare)
+            accounts = [accounts[i] for i in keep]
+            sizes = [sizes[i] for i in keep]
+            entries = [entries[i] for i in keep]
+            isolated = [isolated[i] for i in keep]
+            isolated_margins = [isolated_margins[i] for i in keep]
+            seqs = [seqs[i] for i in keep]
+        raw, rejected = apply_positions(
+            self.book, accounts, ks, sizes, entries, isolated, isolated_margins, seqs
+        )
+        if keep is not None:
+            rejected = [(keep[i], r) for i, r in rejected]
+        rejections = sorted(bad + rejected, key=lambda x: x[0])
+        return (self._transitions(raw, ts) if raw else []), rejections
 
     def apply_balance(self, update: BalanceUpdate) -> list[StateTransition]:
         return self.apply_balance_fast(

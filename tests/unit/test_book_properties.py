@@ -17,6 +17,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import streams.engine.book as book_module
 from streams.engine.config import EngineConfig
 from streams.engine.engine import RiskEngine
 from streams.engine.naive import NaiveBook
@@ -210,6 +211,106 @@ def test_conflated_batch_equals_sequential_ticks(ticks: list[tuple[str, float]])
         assert math.isclose(
             a.maintenance_margin_usd, b.maintenance_margin_usd, rel_tol=1e-9, abs_tol=1e-6
         )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events)
+def test_sorted_tier_index_equals_recompute(ops: list[tuple[Any, ...]]) -> None:
+    """The |qv|-sorted tier-crossing index (built at the first band-leaving tick here)."""
+    saved = book_module.SORT_AFTER_CROSSINGS
+    book_module.SORT_AFTER_CROSSINGS = 1
+    try:
+        replay = Replay(EngineConfig())
+        for op in ops:
+            replay.run(op)
+        replay.check()
+    finally:
+        book_module.SORT_AFTER_CROSSINGS = saved
+
+
+position_rows = st.tuples(
+    st.sampled_from(ACCOUNTS),
+    st.sampled_from([*NAMES, "NOPE"]),
+    st.one_of(
+        st.sampled_from([0.0, 0.1, -0.2, 1.0, -1.5, 2.5, -3.0]),
+        st.floats(-3.0, 3.0).filter(lambda x: abs(x) > 1e-6),
+    ),
+    st.floats(0.7, 1.3),
+    st.booleans(),
+    st.floats(0.0, 5_000.0),
+    st.sampled_from([-1, 0, 1, 1, 1, 2]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(position_rows, min_size=1, max_size=60),
+    st.integers(1, 12),
+    st.lists(st.tuples(st.sampled_from(NAMES), st.floats(0.6, 1.4)), max_size=6),
+)
+def test_position_batch_equals_sequential(
+    rows: list[tuple[Any, ...]], batch: int, ticks: list[tuple[str, float]]
+) -> None:
+    """apply_positions_fast (per batch) == apply_position_fast row by row (sums, rejections)."""
+    seq_replay = Replay(EngineConfig())
+    batch_replay = Replay(EngineConfig())
+    for r in (seq_replay, batch_replay):
+        for i, acct in enumerate(ACCOUNTS):
+            r.engine.apply_balance_fast(acct, 3_000.0 * (i + 1), 1, 0.0)
+            for j, name in enumerate(NAMES):
+                if (i + j) % 3:
+                    size = (1 if (i + j) % 2 else -1) * 0.4 * (i + 1)
+                    r.engine.apply_position_fast(
+                        acct, name, size, BASE[name], j == 1 and i == 2, 50.0, 1, 0.0
+                    )
+        for name, f in ticks:
+            r.engine.apply_price_fast(name, BASE[name] * f, 0.5)
+        # a flat copy exists (the batch path patches it in place)
+        r.engine.apply_prices_fast([0, 1, 2], [r.engine.mark(n) or BASE[n] for n in NAMES], 0.6)
+    seqs: dict[tuple[str, str], int] = {}
+    table = []
+    for acct, name, size, ef, iso, margin, dseq in rows:
+        seq = max(seqs.get((acct, name), 1) + dseq, 0)
+        seqs[(acct, name)] = max(seqs.get((acct, name), 1), seq)
+        table.append((acct, name, size, BASE.get(name, 1.0) * ef, iso, margin if iso else 0.0, seq))
+    want_rejected = []
+    for i, row in enumerate(table):
+        try:
+            seq_replay.engine.apply_position_fast(*row, 1.0)
+        except RejectedEvent as exc:
+            want_rejected.append((i, exc.reason))
+    got_rejected = []
+    for start in range(0, len(table), batch):
+        chunk = table[start : start + batch]
+        c_a, c_k, c_sz, c_e, c_iso, c_im, c_sq = (list(c) for c in zip(*chunk, strict=True))
+        _tr, rej = batch_replay.engine.apply_positions_fast(
+            c_a, c_k, c_sz, c_e, c_iso, c_im, c_sq, 1.0
+        )
+        got_rejected += [(start + i, r.reason) for i, r in rej]
+    assert got_rejected == want_rejected
+    e1, e2 = seq_replay.engine.book, batch_replay.engine.book
+    assert e1.n_accounts == e2.n_accounts
+    for acct in ACCOUNTS:
+        a, b = seq_replay.engine.account(acct), batch_replay.engine.account(acct)
+        assert a is not None and b is not None
+        tol = 1e-9 * (1.0 + a.notional_usd + abs(a.wallet_usd))
+        assert abs(a.equity_usd - b.equity_usd) <= tol
+        assert abs(a.maintenance_margin_usd - b.maintenance_margin_usd) <= tol
+        assert abs(a.initial_margin_usd - b.initial_margin_usd) <= tol
+        assert a.positions == b.positions and a.isolated_positions == b.isolated_positions
+    # the batch book is still consistent with a from-scratch recompute and later ticks
+    for name, f in ticks:
+        for r in (seq_replay, batch_replay):
+            r.engine.apply_prices_fast([r.engine.instrument_id(name)], [BASE[name] * f * 1.1], 2.0)
+    before = {a: batch_replay.engine.account(a) for a in ACCOUNTS}
+    batch_replay.engine.resync()
+    for acct in ACCOUNTS:
+        a, b, c = seq_replay.engine.account(acct), before[acct], batch_replay.engine.account(acct)
+        assert a is not None and b is not None and c is not None
+        tol = 1e-9 * (1.0 + a.notional_usd + abs(a.wallet_usd))
+        assert abs(a.equity_usd - b.equity_usd) <= tol and abs(b.equity_usd - c.equity_usd) <= tol
+        assert abs(a.maintenance_margin_usd - b.maintenance_margin_usd) <= tol
+        assert abs(b.maintenance_margin_usd - c.maintenance_margin_usd) <= tol
 
 
 def test_closing_a_position_deletes_its_slot() -> None:
