@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--window", type=int, default=WINDOW, help="ticks per conflation window (ticks_per_s)"
     )
-    parser.add_argument("--updates", type=int, default=400_000, help="position updates (max)")
+    parser.add_argument("--updates", type=int, default=300_000, help="position updates (max)")
     parser.add_argument(
         "--update-batch", type=int, default=UPDATE_BATCH, help="position updates per fetch batch"
     )
@@ -99,7 +99,7 @@ def run_bench(
     ticks: int = 20_000,
     conflated_ticks: int = 200_000,
     batch: int = 5_000,
-    updates: int = 400_000,
+    updates: int = 300_000,
     time_budget: float = 3.0,
     window: int = WINDOW,
     update_batch: int = UPDATE_BATCH,

@@ -116,7 +116,7 @@ class FlatBook:
 def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) -> FlatBook:
     """Flatten ``book``; hinges cover uniform relative shocks in [shock_min, shock_max]."""
     insts = book.instruments
-    names = ("account", "size", "entry", "qv", "iso_margin", "notional", "tier")
+    names = ("account", "size", "entry", "qv", "iso_margin")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
     slices: list[tuple[int, int]] = []
     block_inst: list[int] = []
@@ -125,30 +125,22 @@ def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) 
     offset = 0
     for inst in insts:
         start = offset
-        floors = inst.table.floors_usd
         for block, is_iso in ((inst.cross, False), (inst.iso, True)):
             assert block is not None
             n = block.n
             if n == 0:
                 continue
-            qv = block.qv[:n]
-            if inst.inverse:
-                notional = np.abs(block.size[:n]) * inst.contract_size
-            else:
-                notional = np.abs(qv) * inst.mark
             parts["account"].append(block.acct[:n])
             parts["size"].append(block.size[:n])
             parts["entry"].append(block.entry[:n])
-            parts["qv"].append(qv)
+            parts["qv"].append(block.qv[:n])
             parts["iso_margin"].append(block.iso_margin[:n])
-            parts["notional"].append(notional)
-            parts["tier"].append(np.searchsorted(floors, notional, side="right") - 1)
             block_inst.append(inst.index)
             block_iso.append(is_iso)
             block_len.append(n)
             offset += n
         slices.append((start, offset))
-    dtypes = {"account": np.int64, "tier": np.int64}
+    dtypes = {"account": np.int64}
     cols: dict[str, Any] = {
         k: np.concatenate(v) if v else np.zeros(0, dtype=dtypes.get(k, np.float64))
         for k, v in parts.items()
@@ -157,6 +149,24 @@ def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) 
     k_all = np.repeat(np.array(block_inst, dtype=np.int64), lengths)
     cols["instrument"] = k_all
     cols["isolated"] = np.repeat(np.array(block_iso, dtype=np.bool_), lengths)
+    # notional and tier of every position in a few whole-book passes (tiers: padded floors)
+    inv_k = np.array([i.inverse for i in insts], dtype=np.bool_)
+    cs_k = np.array([i.contract_size for i in insts], dtype=np.float64)
+    mark_k = np.array([i.mark for i in insts], dtype=np.float64)
+    bi = np.array(block_inst, dtype=np.int64)
+    lin_n = np.abs(cols["qv"]) * np.repeat(mark_k[bi], lengths)
+    inv_n = np.abs(cols["size"]) * np.repeat(cs_k[bi], lengths)
+    notional = np.where(np.repeat(inv_k[bi], lengths), inv_n, lin_n)
+    cols["notional"] = notional
+    width = max((len(i.floors) for i in insts), default=1)
+    tier = np.zeros(notional.size, dtype=np.int64)
+    if width > 1:
+        floors_pad = np.full((max(len(insts), 1), width), np.inf)
+        for i in insts:
+            floors_pad[i.index, : len(i.floors)] = i.floors
+        for j in range(1, width):
+            tier += notional >= np.repeat(floors_pad[bi, j], lengths)
+    cols["tier"] = tier
     marks = np.array([i.mark for i in insts], dtype=np.float64)
     inv = np.array([i.inverse for i in insts], dtype=np.bool_)
     cols["mark"] = marks[k_all] if insts else np.zeros(0)
