@@ -54,26 +54,35 @@ def apply_positions(
         return [], rejections
 
     # classify: vectorizable in-place cross updates vs the scalar path
-    groups: dict[int, list[tuple[int, int]]] = {}
+    # groups: instrument -> ([account], [row], [slot])
+    groups: dict[int, tuple[list[int], list[int], list[int]]] = {}
     touched: list[int] = []
     scalar: list[tuple[int, int, int]] = []
     for (a, k), i in final.items():
-        inst = insts[k]
-        slots = inst.slots
+        slots = insts[k].slots
         assert slots is not None
         loc = slots.get(a)
-        if sizes[i] != 0 and not isolated[i] and loc is not None and loc >= 0:
+        if loc is not None and loc >= 0 and sizes[i] != 0 and not isolated[i]:
             g = groups.get(k)
             if g is None:
-                groups[k] = [(a, i)]
+                groups[k] = ([a], [i], [loc])
             else:
-                g.append((a, i))
+                g[0].append(a)
+                g[1].append(i)
+                g[2].append(loc)
         else:
             scalar.append((a, k, i))
-    # scalar rows first: removals swap slots, so in-place slots are looked up afterwards
+    # scalar rows first; their removals swap slots, so those instruments' slots are looked up again
+    moved: set[int] = set()
     for a, k, i in scalar:
         book.set_position(a, k, sizes[i], entries[i], isolated[i], isolated_margins[i], seqs[i])
         touched.append(a)
+        moved.add(k)
+    for k in moved & groups.keys():
+        slots = insts[k].slots
+        assert slots is not None
+        ga, _gi, gl = groups[k]
+        gl[:] = [slots[a] for a in ga]
 
     acct = _apply_in_place(book, groups, sizes, entries, seqs) if groups else None
     if touched:
@@ -131,12 +140,12 @@ def _pad(book: AccountBook) -> TierPad:
 
 def _apply_in_place(
     book: AccountBook,
-    groups: dict[int, list[tuple[int, int]]],
+    groups: dict[int, tuple[list[int], list[int], list[int]]],
     sizes: Sequence[float],
     entries: Sequence[float],
     seqs: Sequence[int],
 ) -> IntArray:
-    """Size / entry changes of existing cross positions (per instrument: [(account, row)]).
+    """Size / entry changes of existing cross positions (per instrument: accounts, rows, slots).
 
     Columns are gathered and scattered once per instrument (fancy indexing); the values are
     computed over the whole batch at once. Returns the accounts touched.
@@ -152,22 +161,20 @@ def _apply_in_place(
     k_list: list[int] = []
     mk_list: list[float] = []
     lens: list[int] = []
-    for k, rows in groups.items():
+    for k, (ga, gi, gl) in groups.items():
         inst = insts[k]
         blk = inst.cross
-        slots = inst.slots
-        assert blk is not None and slots is not None
-        sl = np.array([slots[a] for a, _i in rows], dtype=np.int64)
+        assert blk is not None
+        sl = np.array(gl, dtype=np.int64)
         sl_parts.append(sl)
         oq_parts.append(blk.qv[sl])
         oe_parts.append(blk.entry[sl])
         os_parts.append(blk.size[sl])
-        for a, i in rows:
-            a_list.append(a)
-            r_list.append(i)
+        a_list += ga
+        r_list += gi
         k_list.append(k)
         mk_list.append(inst.mark)
-        lens.append(len(rows))
+        lens.append(len(ga))
     n_rows = np.array(lens, dtype=np.int64)
     k_arr = np.repeat(np.array(k_list, dtype=np.int64), n_rows)
     mark = np.repeat(np.array(mk_list, dtype=np.float64), n_rows)
@@ -198,7 +205,10 @@ def _apply_in_place(
     np.add.at(book.equity, acct, q * (mark - entry) - old_q * (mark - old_e))
     np.add.at(book.mm, acct, mm - old_mm)
     flat = book._flat
-    bounds = np.concatenate(([0], np.cumsum(n_rows))).tolist()
+    starts = np.concatenate(([0], np.cumsum(n_rows)))
+    bounds = starts.tolist()
+    lo_max = np.maximum.reduceat(lo, starts[:-1]).tolist()
+    hi_min = np.minimum.reduceat(hi, starts[:-1]).tolist()
     for j, (k, sl) in enumerate(zip(k_list, sl_parts, strict=True)):
         inst = insts[k]
         blk = inst.cross
@@ -214,12 +224,10 @@ def _apply_in_place(
         blk.lo[sl] = lo[g]
         blk.hi[sl] = hi[g]
         if not inst.inverse:
-            lo_max = float(lo[g].max())
-            hi_min = float(hi[g].min())
-            if lo_max > inst.band_lo:
-                inst.band_lo = lo_max
-            if hi_min < inst.band_hi:
-                inst.band_hi = hi_min
+            if lo_max[j] > inst.band_lo:
+                inst.band_lo = lo_max[j]
+            if hi_min[j] < inst.band_hi:
+                inst.band_hi = hi_min[j]
             if inst.aq_sorted is not None:
                 _drop_aq_index(inst)
         if flat is not None:

@@ -214,20 +214,38 @@ class RiskEngine:
         ks: list[int] = []
         bad: list[tuple[int, Rejection]] = []
         keep: list[int] | None = None
-        index = self.book.instrument_index
         n_inst = len(self.book.instruments)
-        for i, ins in enumerate(instruments):
-            k = index.get(ins) if isinstance(ins, str) else ins
-            if k is None or not 0 <= k < n_inst:
-                bad.append(
-                    (i, Rejection(RejectReason.UNKNOWN_INSTRUMENT, f"unknown instrument {ins!r}"))
-                )
-                if keep is None:
-                    keep = list(rows[:i])
-                continue
-            ks.append(k)
-            if keep is not None:
-                keep.append(i)
+        # the common case: dense instrument ids, range-checked in one vectorized step
+        in_range = False
+        if isinstance(instruments, np.ndarray) and instruments.dtype.kind in "iu":
+            k_arr = instruments.astype(np.int64, copy=False)
+            in_range = True
+        elif all(type(x) is int for x in instruments):
+            k_arr = np.asarray(instruments, dtype=np.int64)
+            in_range = True
+        if in_range and k_arr.size:
+            in_range = int(k_arr.min()) >= 0 and int(k_arr.max()) < n_inst
+        if in_range:
+            ks = k_arr.tolist()
+        else:
+            index = self.book.instrument_index
+            for i, ins in enumerate(instruments):
+                k = index.get(ins) if isinstance(ins, str) else ins
+                if k is None or not 0 <= k < n_inst:
+                    bad.append(
+                        (
+                            i,
+                            Rejection(
+                                RejectReason.UNKNOWN_INSTRUMENT, f"unknown instrument {ins!r}"
+                            ),
+                        )
+                    )
+                    if keep is None:
+                        keep = list(rows[:i])
+                    continue
+                ks.append(k)
+                if keep is not None:
+                    keep.append(i)
         if keep is not None:  # drop the rejected rows (rare)
             accounts = [accounts[i] for i in keep]
             sizes = [sizes[i] for i in keep]

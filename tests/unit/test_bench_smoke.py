@@ -13,8 +13,12 @@ from streams.cli import main
 
 KEYS = {
     "ticks_per_s",
+    "ticks_per_s_unconflated",
     "ticks_per_s_conflated",
+    "conflation_window",
     "position_updates_per_s",
+    "position_updates_per_s_single",
+    "idiosyncratic_s",
     "stress_grid_s",
     "rss_bytes",
     "speedup_vs_naive",
@@ -42,8 +46,12 @@ def test_bench_engine_tiny(capsys: pytest.CaptureFixture[str]) -> None:
             "3000",
             "--batch",
             "500",
+            "--window",
+            "50",
             "--updates",
             "1000",
+            "--update-batch",
+            "100",
             "--time-budget",
             "2",
         ]

@@ -300,3 +300,28 @@ def test_partials_round_trip_through_json() -> None:
     p = engine.partials()["main"]
     back = FundPartial.from_dict(json.loads(json.dumps(p.to_dict())))
     assert back.to_dict() == p.to_dict()
+
+
+def test_position_batch_rejections_last_write_and_one_state_evaluation() -> None:
+    engine = engine_with(instrument("BTC", tiers=FLAT), tick("BTC", 20_000.0))
+    engine.apply_balance_fast("alice", 1_000.0, 1, 1.0)
+    transitions, rejected = engine.apply_positions_fast(
+        ["alice", "alice", "bob", "alice", "alice"],
+        ["BTC", "NOPE", "BTC", "BTC", "BTC"],
+        [1.0, 1.0, 2.0, 0.5, 9.0],
+        [20_000.0] * 5,
+        [False] * 5,
+        [0.0] * 5,
+        [1, 1, 1, 2, 2],  # the last row repeats seq 2: a duplicate
+        2.0,
+    )
+    assert [(i, r.reason) for i, r in rejected] == [
+        (1, RejectReason.UNKNOWN_INSTRUMENT),
+        (4, RejectReason.DUPLICATE),
+    ]
+    # alice: the last accepted row (0.5 BTC) wins — MM 0.5 % × 10,000 = 50 on equity 1,000
+    a = acct(engine)
+    assert (a.equity_usd, a.maintenance_margin_usd, a.positions) == (1_000, 50, 1)
+    # bob has no wallet: equity 0 with margin to keep → utilization inf → liquidatable (not < 0)
+    assert acct(engine, "bob").state is RiskState.LIQUIDATABLE
+    assert [(t.account, t.current) for t in transitions] == [("bob", RiskState.LIQUIDATABLE)]
