@@ -14,6 +14,8 @@ Besides the Faust app the worker runs, on the same event loop:
   the tables are recovered, the reference data is loaded and every assigned engine is rebuilt;
 * the group-less reference reader (prices, instruments, insurance fund; see
   :mod:`streams.agents.reference`);
+* the price counter, this worker's member of the ``<app id>-prices`` group (validates, dead-letters
+  and counts each price once across the workers; see :mod:`streams.agents.prices`);
 * the Redis watch list sink (``RISKMON_REDIS__ENABLED=false`` turns it off).
 
 Logs are structured (``RISKMON_WORKER__LOG_FORMAT=json`` default, or ``kv``) on stderr.
@@ -173,6 +175,7 @@ def _sidecar(settings: Any, runtime: Any) -> Any:
     from aiohttp import web
     from prometheus_client.aiohttp import make_aiohttp_handler
 
+    from streams.agents.prices import PriceCounter
     from streams.agents.reference import ReferenceReader
 
     log = logging.getLogger("streams.worker")
@@ -181,6 +184,8 @@ def _sidecar(settings: Any, runtime: Any) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.reader = ReferenceReader(settings, runtime)
+            self.prices = PriceCounter(settings, runtime)
+            runtime.price_counter = self.prices
             self.runner: web.AppRunner | None = None
             self.watchdog: asyncio.Future[None] | None = None
             self.port: int | None = None
@@ -206,6 +211,7 @@ def _sidecar(settings: Any, runtime: Any) -> Any:
                 extra={"host": settings.metrics.host, "port": self.port, "path": "/metrics"},
             )
             self.reader.start()
+            self.prices.start()
             from streams.agents.lifecycle import recovery_watchdog
 
             self.watchdog = asyncio.ensure_future(recovery_watchdog())
@@ -223,6 +229,7 @@ def _sidecar(settings: Any, runtime: Any) -> Any:
             if self.watchdog is not None:
                 self.watchdog.cancel()
                 self.watchdog = None
+            await self.prices.stop()
             await self.reader.stop()
             if runtime.sink is not None:
                 await runtime.sink.close()

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from faust.streams import _current_event
+from faust.types import TP
 
 from streams.agents.runtime import parse, runtime
 from streams.engine.rejections import RejectedEvent, Rejection, RejectReason
@@ -87,3 +92,62 @@ async def reference_input(kind: EventKind, event: Any) -> None:
         await reject(kind, event, Rejection(rejection.reason, rejection.detail, raw))
         return
     runtime.accepted(kind, getattr(parsed, "ts_event", None))
+
+
+# Account topics (positions, balances) are consumed in batches: ``stream.take_events`` acks a
+# batch only after the agent body handled all of it (at-least-once, like per-event iteration).
+BATCH_MAX = 2000
+BATCH_WITHIN_S = 0.05
+
+
+def set_current_event(event: Any) -> None:
+    """Make ``event`` faust's current event, so a table write goes to ITS partition.
+
+    ``Table.__setitem__`` (changelog partition) and the RocksDB store (which DB) read the
+    partition of ``faust.streams.current_event()``; in a ``take_events`` batch that is not the
+    event a given key came from, so the batch handlers set it before each write.
+    """
+    _current_event.set(weakref.ref(event))
+
+
+async def write_table(table: Any, pending: dict[str, tuple[Any, Any]]) -> None:
+    """Per key the LAST value of the batch (last write wins), in the partition of its event.
+
+    What ``table[key] = value`` does — store the value, send the changelog record to the
+    event's partition, record the persisted offset when it is acknowledged — but the record
+    goes straight to faust's producer instead of through faust's synchronous ``send_soon``
+    buffer (drained one message per loop iteration while the conductor pauses every stream:
+    "producer buffer full") and the Topic/Channel layers. At-least-once is unchanged: the source
+    offsets are committed only after the agent body returns (``take_events`` acks then), and
+    faust flushes the producer before it commits.
+    """
+    if not pending:
+        return
+    app = table.app
+    changelog = table.changelog_topic
+    name = changelog.get_topic_name()
+    dumps_key = app.serializers.dumps_key
+    dumps_value = app.serializers.dumps_value
+    key_type, value_type = changelog.key_type, changelog.value_type
+    producer = app.producer
+    store = table.data
+    for key, (event, value) in pending.items():
+        set_current_event(event)  # the RocksDB store picks its partition DB from it
+        store[key] = value
+        partition = event.message.partition
+        fut = await producer.send(
+            name,
+            dumps_key(key_type, key, serializer=table.key_serializer),
+            dumps_value(value_type, value, serializer=table.value_serializer),
+            partition,
+            None,
+            None,
+        )
+        fut.add_done_callback(functools.partial(_persisted, store, TP(name, partition)))
+
+
+def _persisted(store: Any, tp: TP, fut: Any) -> None:
+    """``Collection._on_changelog_sent`` (at-least-once): the store's persisted offset."""
+    if fut.cancelled() or fut.exception() is not None:
+        return
+    store.set_persisted_offset(tp, fut.result().offset)

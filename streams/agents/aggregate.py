@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ from typing import Any
 
 import faust
 import numpy as np
+import orjson
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -78,25 +80,45 @@ def partial_messages(now: float | None = None) -> list[tuple[str, dict[str, Any]
     """This worker's partial messages: one per (assigned partition, fund)."""
     now = time.time() if now is None else now
     out: list[tuple[str, dict[str, Any]]] = []
-    funds = runtime.ref.fund_names()
     for p, engine in sorted(runtime.engines.items()):
-        partials = engine.partials()
-        for fund in sorted(funds | set(partials)):
-            partial = partials.get(fund) or empty_partial(fund, settings.engine)
-            out.append(
-                (
-                    fund,
-                    {
-                        "fund": fund,
-                        "partition": p,
-                        "partitions": settings.kafka.partitions,
-                        "worker": settings.worker.id,
-                        "generation": runtime.generation,
-                        "ts": now,
-                        "partial": partial.to_dict(),
-                    },
-                )
+        out.extend(_engine_messages(p, engine.partials(), now))
+    return out
+
+
+async def partial_messages_async(now: float | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """:func:`partial_messages`, yielding to the event loop between engines (a partial of a
+    large partition takes tens of ms: the streams keep flowing in between)."""
+    now = time.time() if now is None else now
+    out: list[tuple[str, dict[str, Any]]] = []
+    for p, engine in sorted(runtime.engines.items()):
+        if runtime.engines.get(p) is not engine:
+            continue  # dropped by a rebalance while we yielded
+        out.extend(_engine_messages(p, engine.partials(), now))
+        await asyncio.sleep(0)
+    return out
+
+
+def _engine_messages(
+    p: int, partials: dict[str, FundPartial], now: float
+) -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
+    funds = runtime.ref.fund_names()
+    for fund in sorted(funds | set(partials)):
+        partial = partials.get(fund) or empty_partial(fund, settings.engine)
+        out.append(
+            (
+                fund,
+                {
+                    "fund": fund,
+                    "partition": p,
+                    "partitions": settings.kafka.partitions,
+                    "worker": settings.worker.id,
+                    "generation": runtime.generation,
+                    "ts": now,
+                    "partial": partial.to_dict(),
+                },
             )
+        )
     return out
 
 
@@ -143,7 +165,7 @@ def latest_partials() -> dict[str, dict[int, FundPartial]]:
         stamp = (int(msg["generation"]), float(msg["ts"]))
         cached = _parsed.get(key)
         if cached is None or cached[0] != stamp:
-            body = json.loads(msg["raw"]) if "raw" in msg else msg
+            body = loads(msg["raw"]) if "raw" in msg else msg
             cached = _parsed[key] = (stamp, FundPartial.from_dict(body["partial"]))
         out.setdefault(str(msg["fund"]), {})[int(msg["partition"])] = cached[1]
     for key in set(_parsed) - live:
@@ -242,17 +264,49 @@ class CombinerCollector(Collector):
 runtime.add_collector(CombinerCollector())
 
 
+def dumps(body: dict[str, Any]) -> bytes:
+    """Compact JSON via orjson; the stdlib (NaN literals) if a value is not finite (orjson
+    would write those as null)."""
+    data = orjson.dumps(body)
+    if b"null" in data:
+        return json.dumps(body).encode()
+    return data
+
+
+def loads(raw: bytes | str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)  # NaN / Infinity literals
+
+
+# runtime.changes when the partials were last computed: nothing changed -> nothing to compute
+_computed_at: list[int] = [-1]
+
+
 @app.timer(interval=settings.worker.partial_interval_s, name="riskmon-publish-partials")
 async def publish_partials() -> None:
     if runtime.rebalancing or not runtime.ref.ready.is_set():
         return
+    changes = runtime.changes
+    if changes == _computed_at[0] and _published:
+        messages: list[tuple[str, dict[str, Any]]] = []  # unchanged: only keepalives are due
+        keepalive = settings.worker.partial_keepalive_s
+        if any(time.monotonic() - last[2] >= keepalive for last in _published.values()):
+            messages = await _messages_or_none()
+    else:
+        messages = await _messages_or_none()
+        _computed_at[0] = changes
+    for fund, body in changed_partials(messages) if messages else ():
+        await partials_topic.send(key=fund.encode(), value=dumps(body))
+
+
+async def _messages_or_none() -> list[tuple[str, dict[str, Any]]]:
     try:
-        messages = partial_messages()
+        return await partial_messages_async()
     except Exception:  # an engine bug must not kill the timer
         log.exception("computing partials failed")
-        return
-    for fund, body in changed_partials(messages):
-        await partials_topic.send(key=fund.encode(), value=json.dumps(body).encode())
+        return []
 
 
 # (partition, fund) -> (generation, partial dict, monotonic time published)
@@ -304,7 +358,7 @@ def refresh_venue() -> None:
 async def combine_partials(stream: faust.StreamT[bytes]) -> None:
     async for value in stream:
         try:
-            msg = json.loads(value)
+            msg = loads(value)
             int(msg["partition"])
             int(msg["generation"])
             if not math.isfinite(float(msg["ts"])):

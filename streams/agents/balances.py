@@ -6,9 +6,20 @@ Same shape as :mod:`streams.agents.positions`: validate, apply to the partition'
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import faust
 
-from streams.agents._inputs import InternalError, apply_with_sync, reject, validate
+from streams.agents._inputs import (
+    BATCH_MAX,
+    BATCH_WITHIN_S,
+    InternalError,
+    apply_with_sync,
+    reject,
+    validate,
+    write_table,
+)
 from streams.agents.runtime import runtime
 from streams.app import app, balances_table, balances_topic
 from streams.engine.models import BalanceUpdate
@@ -16,29 +27,47 @@ from streams.engine.rejections import RejectedEvent
 from streams.engine.wire import EventKind
 
 
+async def handle_batch(events: Sequence[faust.EventT]) -> None:
+    """One ``take_events`` batch (see :func:`streams.agents.positions.handle_batch`)."""
+    pending: dict[str, tuple[faust.EventT, dict]] = {}
+    transitions: dict[int, list[Any]] = {}
+    accepted = 0
+    lags: list[float] = []
+    for event in events:
+        update = await validate(EventKind.BALANCE, event)
+        if update is None:
+            continue
+        assert isinstance(update, BalanceUpdate)
+        partition = event.message.partition
+        engine = await runtime.engine_for(partition)
+        try:
+            out = await apply_with_sync(lambda: engine.apply_balance(update))  # noqa: B023
+        except InternalError:
+            continue
+        except RejectedEvent as exc:
+            await reject(EventKind.BALANCE, event, exc.rejection)
+            continue
+        pending[update.account] = (
+            event,
+            {"partition": partition, "balance": update.model_dump(mode="json")},
+        )
+        accepted += 1
+        lags.append(update.ts_event)
+        if out:
+            transitions.setdefault(partition, []).extend(out)
+    await write_table(balances_table, pending)
+    runtime.accepted_batch(EventKind.BALANCE, accepted, lags)
+    for partition, items in transitions.items():
+        await runtime.emit(items, partition)
+
+
 async def handle(event: faust.EventT) -> None:
-    update = await validate(EventKind.BALANCE, event)
-    if update is None:
-        return
-    assert isinstance(update, BalanceUpdate)
-    partition = event.message.partition
-    engine = await runtime.engine_for(partition)
-    try:
-        transitions = await apply_with_sync(lambda: engine.apply_balance(update))
-    except InternalError:
-        return
-    except RejectedEvent as exc:
-        await reject(EventKind.BALANCE, event, exc.rejection)
-        return
-    balances_table[update.account] = {
-        "partition": partition,
-        "balance": update.model_dump(mode="json"),
-    }
-    runtime.accepted(EventKind.BALANCE, update.ts_event)
-    await runtime.emit(list(transitions or ()), partition)
+    await handle_batch([event])
 
 
 @app.agent(balances_topic, name="riskmon-balances")
 async def balances_agent(stream: faust.StreamT[bytes]) -> None:
-    async for event in stream.events():
-        await handle(event)
+    # take_events is on faust.Stream, not on the StreamT protocol
+    batches = stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
+    async for events in batches:
+        await handle_batch(events)

@@ -9,9 +9,20 @@ partition's engine can be rebuilt exactly after a restart or a rebalance.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import faust
 
-from streams.agents._inputs import InternalError, apply_with_sync, reject, validate
+from streams.agents._inputs import (
+    BATCH_MAX,
+    BATCH_WITHIN_S,
+    InternalError,
+    apply_with_sync,
+    reject,
+    validate,
+    write_table,
+)
 from streams.agents.runtime import runtime
 from streams.app import app, positions_table, positions_topic
 from streams.engine.models import PositionUpdate
@@ -26,28 +37,47 @@ def table_value(old: dict | None, update: PositionUpdate, partition: int) -> dic
     return {"partition": partition, "positions": positions}
 
 
+async def handle_batch(events: Sequence[faust.EventT]) -> None:
+    """One ``take_events`` batch, event by event in offset order; the table is written once per
+    account with the batch's last value (last write wins), transitions are emitted at the end."""
+    pending: dict[str, tuple[faust.EventT, dict]] = {}
+    transitions: dict[int, list[Any]] = {}
+    accepted = 0
+    lags: list[float] = []
+    for event in events:
+        update = await validate(EventKind.POSITION, event)
+        if update is None:
+            continue
+        assert isinstance(update, PositionUpdate)
+        partition = event.message.partition
+        engine = await runtime.engine_for(partition)
+        try:
+            out = await apply_with_sync(lambda: engine.apply_position(update))  # noqa: B023
+        except InternalError:
+            continue
+        except RejectedEvent as exc:
+            await reject(EventKind.POSITION, event, exc.rejection)
+            continue
+        prev = pending.get(update.account)
+        old = prev[1] if prev is not None else positions_table.get(update.account)
+        pending[update.account] = (event, table_value(old, update, partition))
+        accepted += 1
+        lags.append(update.ts_event)
+        if out:
+            transitions.setdefault(partition, []).extend(out)
+    await write_table(positions_table, pending)
+    runtime.accepted_batch(EventKind.POSITION, accepted, lags)
+    for partition, items in transitions.items():
+        await runtime.emit(items, partition)
+
+
 async def handle(event: faust.EventT) -> None:
-    update = await validate(EventKind.POSITION, event)
-    if update is None:
-        return
-    assert isinstance(update, PositionUpdate)
-    partition = event.message.partition
-    engine = await runtime.engine_for(partition)
-    try:
-        transitions = await apply_with_sync(lambda: engine.apply_position(update))
-    except InternalError:
-        return
-    except RejectedEvent as exc:
-        await reject(EventKind.POSITION, event, exc.rejection)
-        return
-    positions_table[update.account] = table_value(
-        positions_table.get(update.account), update, partition
-    )
-    runtime.accepted(EventKind.POSITION, update.ts_event)
-    await runtime.emit(list(transitions or ()), partition)
+    await handle_batch([event])
 
 
 @app.agent(positions_topic, name="riskmon-positions")
 async def positions_agent(stream: faust.StreamT[bytes]) -> None:
-    async for event in stream.events():
-        await handle(event)
+    # take_events is on faust.Stream, not on the StreamT protocol
+    batches = stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
+    async for events in batches:
+        await handle_batch(events)

@@ -33,6 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.agents.fastwire import parse_price
 from streams.agents.runtime import Runtime, parse
 from streams.engine.models import PriceTick
 from streams.engine.rejections import Rejection
@@ -40,6 +41,8 @@ from streams.engine.wire import EventKind
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+TICK_APPLY_INTERVAL_S = 0.05
 
 
 class ReferenceReader:
@@ -135,13 +138,20 @@ class ReferenceReader:
             pending = {} if start == "latest" else {tp: e for tp, e in ends.items() if e > 0}
             self._maybe_ready(pending)
             kinds = list(self.kinds)
+            # Ticks are CONFLATED: the last mark per instrument is applied once to each engine
+            # (one vectorized step), at most every TICK_APPLY_INTERVAL_S (and before any
+            # instrument / fund record, and at once while catching up to readiness), so a burst
+            # of ticks costs one revaluation per engine instead of one per fetch.
+            ticks: dict[str, PriceTick] = {}
+            last_apply = time.monotonic()
             while True:
-                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                wait_ms = 200
+                if ticks:
+                    left = last_apply + TICK_APPLY_INTERVAL_S - time.monotonic()
+                    wait_ms = max(1, int(left * 1000))
+                batches = await consumer.getmany(timeout_ms=wait_ms, max_records=5000)
                 # Instruments before funds before prices within one fetch: a tick for a new
                 # instrument fetched together with it is then applied (the cache covers the rest).
-                # Ticks are CONFLATED per fetch: the last mark per instrument is applied once to
-                # each engine (one vectorized step), so a burst of ticks costs one revaluation.
-                ticks: dict[str, PriceTick] = {}
                 transitions: list[Any] = []
                 for tp in sorted(batches, key=lambda tp: kinds.index(tp.topic)):
                     if self.kinds[tp.topic] is EventKind.PRICE:
@@ -150,13 +160,16 @@ class ReferenceReader:
                             if tick is not None:
                                 ticks[tick.instrument] = tick
                         continue
-                    if ticks:  # (prices sort last; kept for safety)
+                    if ticks:  # older ticks first, then the instrument / fund records
                         transitions.extend(self._apply_ticks(ticks))
                         ticks = {}
+                        last_apply = time.monotonic()
                     for record in batches[tp]:
                         transitions.extend(self._apply(tp.topic, record.key, record.value))
-                if ticks:
+                if ticks and (pending or time.monotonic() - last_apply >= TICK_APPLY_INTERVAL_S):
                     transitions.extend(self._apply_ticks(ticks))
+                    ticks = {}
+                    last_apply = time.monotonic()
                 if transitions:
                     await self.runtime.emit(transitions)
                 for tp in tps:
@@ -190,8 +203,8 @@ class ReferenceReader:
             return []
 
     def _parse_tick(self, key: bytes | None, value: bytes | None) -> PriceTick | None:
-        parsed = parse(EventKind.PRICE, value or b"", key)
-        if isinstance(parsed, Rejection) or not isinstance(parsed, PriceTick):
+        parsed = parse_price(value or b"", key)
+        if not isinstance(parsed, PriceTick):
             self.skipped += 1
             return None
         self.applied += 1

@@ -41,6 +41,7 @@ class Outbox:
     dead_letters: AsyncMock = field(default_factory=AsyncMock)
     risk_events: AsyncMock = field(default_factory=AsyncMock)
     partials: AsyncMock = field(default_factory=AsyncMock)
+    changelog: Any = None
 
     def dlq(self) -> list[dict[str, Any]]:
         return [deadletters.decode(c.kwargs["value"]) for c in self.dead_letters.await_args_list]
@@ -68,12 +69,28 @@ def outbox(app: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Outbox]:
     for table in (positions_table, balances_table, partials_table):
         table.data.clear()
         monkeypatch.setattr(table, "send_changelog", MagicMock(return_value=_Fut()))
+    # the batched account agents send changelog records straight to the producer
+    box.changelog = _ChangelogRecorder()
+    monkeypatch.setattr(_app, "_producer", box.changelog)
     runtime.reset()
     runtime.ref.ready.set()
     yield box
     for table in (positions_table, balances_table, partials_table):
         table.data.clear()
     runtime.reset()
+
+
+class _ChangelogRecorder:
+    """Stands in for faust's producer: records (topic, key, value, partition)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes, int]] = []
+
+    async def send(self, topic: str, key: bytes, value: bytes, partition: int, *_: Any) -> Any:
+        self.sent.append((topic, key, value, partition))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.set_result(MagicMock(offset=len(self.sent)))
+        return fut
 
 
 class _Fut:

@@ -183,7 +183,7 @@ async def test_engine_bug_skips_the_event_not_the_stream(
 ) -> None:
     async with positions_agent.test_context() as agent:
         await agent.put(value=pos("ok-1"), key=b"ok-1", partition=0)
-        engine = runtime.engines[0]
+        engine = await runtime.engine_for(0)
         real = engine.apply_position
 
         def boom(update: Any) -> Any:

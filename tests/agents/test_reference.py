@@ -8,12 +8,19 @@ import pytest
 
 from streams.agents.fund import fund_agent
 from streams.agents.instruments import instruments_agent
-from streams.agents.prices import prices_agent
+from streams.agents.prices import count_batch
 from streams.agents.reference import ReferenceReader
 from streams.agents.runtime import runtime
 from streams.app import settings
 from streams.engine.wire import EXAMPLES, EventKind
 from tests.agents.conftest import Outbox, instrument
+
+
+class Record:
+    """What the price counter reads from aiokafka: offset, key, value."""
+
+    def __init__(self, value: bytes, key: bytes | None, offset: int = 0) -> None:
+        self.value, self.key, self.offset = value, key, offset
 
 
 def tick(price: object = 60_000.0, name: str = "BTCUSDT") -> bytes:
@@ -63,9 +70,9 @@ def counts(topic: str) -> tuple[float, float]:
 async def test_invalid_prices_are_dead_lettered(
     known: Outbox, raw: bytes, key: bytes, reason: str
 ) -> None:
-    async with prices_agent.test_context() as agent:
-        await agent.put(value=raw, key=key, partition=1)
+    assert await count_batch(runtime, settings.topics.prices, 1, [Record(raw, key, 5)]) == 0
     (env,) = known.dlq()
+    assert (env["partition"], env["offset"]) == (1, 5)
     assert (env["reason"], env["original_bytes"], env["key"]) == (reason, raw, key.decode())
     assert env["topic"] == settings.topics.prices
     assert counts("prices") == (0.0, 1.0)
@@ -74,9 +81,8 @@ async def test_invalid_prices_are_dead_lettered(
 
 
 async def test_valid_prices_counted_once(known: Outbox) -> None:
-    async with prices_agent.test_context() as agent:
-        await agent.put(value=tick(), key=b"BTCUSDT")
-        await agent.put(value=EXAMPLES[EventKind.PRICE], key=b"BTCUSDT")
+    records = [Record(tick(), b"BTCUSDT"), Record(EXAMPLES[EventKind.PRICE], b"BTCUSDT", 1)]
+    assert await count_batch(runtime, settings.topics.prices, 0, records) == 2
     assert known.dlq() == []
     assert counts("prices") == (2.0, 0.0)
 
