@@ -43,7 +43,7 @@ from streams.engine.models import FundUpdate
 from streams.engine.naive import NaiveBook, NaivePosition
 
 WINDOW = 2_000  # ticks per conflation window: 40 ms of stream at 50k ticks/s
-UPDATE_BATCH = 2_000  # position updates per driver fetch batch
+UPDATE_BATCH = 5_000  # position updates per fetch (the reference reader fetches max_records=5000)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
