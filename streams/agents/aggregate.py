@@ -288,6 +288,9 @@ _computed_at: list[int] = [-1]
 async def publish_partials() -> None:
     if runtime.rebalancing or not runtime.ref.ready.is_set():
         return
+    now = time.monotonic()
+    if now < _next_allowed[0]:
+        return  # the last computation was long: keep partials within their CPU budget
     changes = runtime.changes
     if changes == _computed_at[0] and _published:
         messages: list[tuple[str, dict[str, Any]]] = []  # unchanged: only keepalives are due
@@ -299,6 +302,15 @@ async def publish_partials() -> None:
         _computed_at[0] = changes
     for fund, body in changed_partials(messages) if messages else ():
         await partials_topic.send(key=fund.encode(), value=dumps(body))
+    spent = time.monotonic() - now
+    _next_allowed[0] = now + spent / PARTIALS_CPU_BUDGET
+
+
+# Partials may use at most this share of the worker's time: when computing them took ``t``, the
+# next run is at the earliest ``t / budget`` later (a large book under a heavy input burst then
+# publishes every few seconds instead of starving the streams; a normal one every interval).
+PARTIALS_CPU_BUDGET = 0.15
+_next_allowed: list[float] = [0.0]
 
 
 async def _messages_or_none() -> list[tuple[str, dict[str, Any]]]:

@@ -160,3 +160,34 @@ async def test_conflated_ticks_equal_tick_by_tick(outbox: Outbox) -> None:
         risk = engine.account(next(iter(engine.accounts)))
         assert risk is not None
         assert risk.equity_usd == pytest.approx(5e3 + 0.5 * -5e3 + 8.0 * -300.0)
+
+
+def test_consumer_lag_gauge_from_the_price_counter(outbox: Outbox) -> None:
+    class Counter:
+        consumer = object()
+
+        def lag(self) -> int:
+            return 42
+
+    runtime.price_counter = Counter()
+    try:
+        sample = runtime.metrics.sample("riskmon_consumer_lag_messages", {"topic": "prices"})
+        assert sample == 42.0
+    finally:
+        runtime.price_counter = None
+
+
+async def test_price_batch_counts_valid_and_dead_letters_invalid_once(known: Outbox) -> None:
+    records = [
+        Record(tick(), b"BTCUSDT", 0),
+        Record(b"garbage", b"BTCUSDT", 1),
+        Record(tick(name="NOPE"), b"NOPE", 2),
+        Record(tick(61_000.0), b"BTCUSDT", 3),
+    ]
+    assert await count_batch(runtime, settings.topics.prices, 3, records) == 2
+    assert [(e["offset"], e["reason"]) for e in known.dlq()] == [
+        (1, "malformed"),
+        (2, "unknown_instrument"),
+    ]
+    assert counts("prices") == (2.0, 2.0)
+    assert runtime.ref.marks == {}  # counting never touches state
