@@ -58,6 +58,7 @@ def apply_positions(
     groups: dict[int, tuple[list[int], list[int], list[int]]] = {}
     touched: list[int] = []
     scalar: list[tuple[int, int, int]] = []
+    closes: list[tuple[int, int]] = []
     for (a, k), i in final.items():
         slots = insts[k].slots
         assert slots is not None
@@ -70,6 +71,8 @@ def apply_positions(
                 g[0].append(a)
                 g[1].append(i)
                 g[2].append(loc)
+        elif loc is not None and loc >= 0 and sizes[i] == 0:
+            closes.append((a, k))
         else:
             scalar.append((a, k, i))
     # scalar rows first; their removals swap slots, so those instruments' slots are looked up again
@@ -78,6 +81,11 @@ def apply_positions(
         book.set_position(a, k, sizes[i], entries[i], isolated[i], isolated_margins[i], seqs[i])
         touched.append(a)
         moved.add(k)
+    if closes:
+        _close_cross(book, closes)
+        for a, k in closes:
+            touched.append(a)
+            moved.add(k)
     for k in moved & groups.keys():
         slots = insts[k].slots
         assert slots is not None
@@ -235,3 +243,49 @@ def _apply_in_place(
             flat.qv[off] = q[g]
             flat.ms[off] = ms[g]
     return acct
+
+
+def _close_cross(book: AccountBook, closes: list[tuple[int, int]]) -> None:
+    """Close cross positions: values subtracted in one vectorized step, then slots removed."""
+    insts = book.instruments
+    pad = _pad(book)
+    m = len(closes)
+    oq = [0.0] * m
+    oe = [0.0] * m
+    osz = [0.0] * m
+    mk = [0.0] * m
+    for j, (a, k) in enumerate(closes):  # every slot is still valid: nothing removed yet
+        inst = insts[k]
+        blk = inst.cross
+        assert blk is not None and inst.slots is not None
+        s = inst.slots[a]
+        oq[j] = blk.qv.item(s)
+        oe[j] = blk.entry.item(s)
+        osz[j] = blk.size.item(s)
+        mk[j] = inst.mark
+    k_arr = np.fromiter((k for _a, k in closes), dtype=np.int64, count=m)
+    acct = np.fromiter((a for a, _k in closes), dtype=np.int64, count=m)
+    old_q = np.array(oq)
+    mark = np.array(mk)
+    inv = pad.inverse[k_arr]
+    notional = np.where(inv, np.abs(np.array(osz)) * pad.cs[k_arr], np.abs(old_q) * mark)
+    t = pad.tier(k_arr, notional)
+    old_mm = notional * pad.mmr[k_arr, t] - pad.amt[k_arr, t]
+    np.add.at(book.equity, acct, -(old_q * (mark - np.array(oe))))
+    np.add.at(book.mm, acct, -old_mm)
+    book._flat = None
+    for a, k in closes:
+        inst = insts[k]
+        blk = inst.cross
+        slots = inst.slots
+        assert blk is not None and slots is not None
+        _drop_aq_index(inst)
+        slot = slots.pop(a)
+        moved_acct = blk.swap_remove(slot)
+        if moved_acct >= 0:
+            slots[moved_acct] = slot
+        book.cross_count[a] -= 1
+        if book.cross_count[a] == 0:  # no cross position left: no drift residue either
+            book.equity[a] = book.wallet[a]
+            book.mm[a] = 0.0
+        book.positions_of[a].discard(k)
