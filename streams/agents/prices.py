@@ -105,7 +105,14 @@ class PriceCounter:
 
     async def stop(self) -> None:
         if self._task is not None:
+            # Cancel between batches (never in the middle of one: its offsets would not be
+            # committed and a successor would count its first records again).
+            locked = False
+            with contextlib.suppress(asyncio.TimeoutError):
+                locked = await asyncio.wait_for(self.lock.acquire(), timeout=5.0)
             self._task.cancel()
+            if locked:
+                self.lock.release()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
