@@ -13,10 +13,14 @@ Design (README "Running workers" states the guarantees):
   live in two changelog-backed tables keyed by account, sharded like the topics, so a partition's
   state moves with the partition and is recovered from its changelog.
 * Every worker needs ALL prices, instruments and fund balances. Those topics are consumed twice:
-  by the group (an agent per topic validates, dead-letters and counts each message exactly once
-  across workers) and by one group-less reader per worker (:mod:`streams.agents.reference`) that
-  assigns itself every partition and fans each valid event out to every engine of the worker.
-  See that module for why this is not a ``GlobalTable``.
+  by a group (each message validated, dead-lettered or counted exactly once across workers:
+  instruments and fund by a Faust agent each; prices — 80 % of the input — by the worker's
+  batch consumer in the ``<app id>-prices`` group, :mod:`streams.agents.prices`) and by one
+  group-less reader per worker (:mod:`streams.agents.reference`) that assigns itself every
+  partition and fans each valid event out to every engine of the worker. See that module for
+  why this is not a ``GlobalTable``.
+* The account agents consume in ``take_events`` batches and write each table key once per batch
+  (last write wins); see :mod:`streams.agents._inputs`.
 * One :class:`~streams.engine.engine.RiskEngine` per assigned account partition; each publishes its
   per-fund partials to the 1-partition ``partials`` topic, and exactly one worker (the owner of
   that partition) combines them into the venue-level figures.

@@ -280,45 +280,59 @@ def loads(raw: bytes | str) -> Any:
         return json.loads(raw)  # NaN / Infinity literals
 
 
-# runtime.changes when the partials were last computed: nothing changed -> nothing to compute
-_computed_at: list[int] = [-1]
+# Partials are computed in TIME SLICES, round-robin over the engines: one timer run computes
+# engines until PARTIALS_SLICE_S has been spent (yielding to the loop between engines) and the
+# next run continues with the next engine. A small book refreshes every engine every interval; a
+# large one (a partial of 12,500 accounts takes ~90 ms here) refreshes a few per interval, so
+# partials never take more than ~slice/interval of the worker's time nor block the streams for
+# more than one engine's computation. An engine is skipped when nothing changed since its last
+# partial (runtime.changes) unless its keepalive is due.
+PARTIALS_SLICE_S = 0.1
+_cursor: list[int] = [0]  # index (in partition order) of the next engine to compute
+_computed: dict[int, int] = {}  # partition -> runtime.changes when its partial was computed
 
 
 @app.timer(interval=settings.worker.partial_interval_s, name="riskmon-publish-partials")
 async def publish_partials() -> None:
     if runtime.rebalancing or not runtime.ref.ready.is_set():
         return
-    now = time.monotonic()
-    if now < _next_allowed[0]:
-        return  # the last computation was long: keep partials within their CPU budget
-    changes = runtime.changes
-    if changes == _computed_at[0] and _published:
-        messages: list[tuple[str, dict[str, Any]]] = []  # unchanged: only keepalives are due
-        keepalive = settings.worker.partial_keepalive_s
-        if any(time.monotonic() - last[2] >= keepalive for last in _published.values()):
-            messages = await _messages_or_none()
-    else:
-        messages = await _messages_or_none()
-        _computed_at[0] = changes
-    for fund, body in changed_partials(messages) if messages else ():
-        await partials_topic.send(key=fund.encode(), value=dumps(body))
-    spent = time.monotonic() - now
-    _next_allowed[0] = now + spent / PARTIALS_CPU_BUDGET
-
-
-# Partials may use at most this share of the worker's time: when computing them took ``t``, the
-# next run is at the earliest ``t / budget`` later (a large book under a heavy input burst then
-# publishes every few seconds instead of starving the streams; a normal one every interval).
-PARTIALS_CPU_BUDGET = 0.15
-_next_allowed: list[float] = [0.0]
-
-
-async def _messages_or_none() -> list[tuple[str, dict[str, Any]]]:
     try:
-        return await partial_messages_async()
+        messages = await partials_slice()
     except Exception:  # an engine bug must not kill the timer
         log.exception("computing partials failed")
+        return
+    live = set(runtime.engines)
+    for fund, body in changed_partials(messages, live_partitions=live) if messages else ():
+        await partials_topic.send(key=fund.encode(), value=dumps(body))
+
+
+async def partials_slice(now: float | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The partial messages of the next engines due (round-robin, within one time slice)."""
+    engines = sorted(runtime.engines.items())
+    for p in set(_computed) - {p for p, _ in engines}:
+        del _computed[p]
+    if not engines:
         return []
+    wall = time.time() if now is None else now
+    start = time.monotonic()
+    keepalive = settings.worker.partial_keepalive_s
+    out: list[tuple[str, dict[str, Any]]] = []
+    first = _cursor[0] % len(engines)
+    for step in range(len(engines)):
+        p, engine = engines[(first + step) % len(engines)]
+        _cursor[0] = first + step + 1
+        changes = runtime.changes
+        due = _computed.get(p) != changes or any(
+            start - last[2] >= keepalive for (q, _f), last in _published.items() if q == p
+        )
+        if not due or runtime.engines.get(p) is not engine:
+            continue
+        out.extend(_engine_messages(p, engine.partials(), wall))
+        _computed[p] = changes
+        if time.monotonic() - start >= PARTIALS_SLICE_S:
+            break
+        await asyncio.sleep(0)
+    return out
 
 
 # (partition, fund) -> (generation, partial dict, monotonic time published)
@@ -326,7 +340,9 @@ _published: dict[tuple[int, str], tuple[int, dict[str, Any], float]] = {}
 
 
 def changed_partials(
-    messages: list[tuple[str, dict[str, Any]]], now: float | None = None
+    messages: list[tuple[str, dict[str, Any]]],
+    now: float | None = None,
+    live_partitions: set[int] | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """Only what changed since last published (or is older than the keepalive): a quiet market
     does not rewrite the partials topic every second. A new generation always republishes."""
@@ -346,6 +362,8 @@ def changed_partials(
         ):
             _published[key] = (int(body["generation"]), body["partial"], now)
             out.append((fund, body))
+    if live_partitions is not None:  # a slice: forget only partitions no longer owned
+        live = {key for key in _published if key[0] in live_partitions}
     for key in set(_published) - live:  # partitions this worker no longer owns
         del _published[key]
     return out

@@ -161,3 +161,23 @@ async def test_only_changed_partials_are_republished(loaded: Outbox) -> None:
     runtime.generation += 1  # a rebalance: everything is republished under the new generation
     assert len(aggregate.changed_partials(partial_messages(), now=3.0)) == 8
     assert len(aggregate.changed_partials(partial_messages(), now=3.0 + keepalive)) == 8
+
+
+async def test_partials_are_computed_in_round_robin_slices(
+    loaded: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aggregate._published.clear()
+    aggregate._computed.clear()
+    monkeypatch.setattr(aggregate, "PARTIALS_SLICE_S", 0.0)  # one engine per timer run
+    parts = sorted(runtime.engines)
+    assert len(parts) > 1
+    seen = []
+    for _ in parts:
+        messages = await aggregate.partials_slice(now=100.0)
+        seen.append({int(body["partition"]) for _f, body in messages})
+    assert all(len(s) == 1 for s in seen)
+    assert sorted(p for s in seen for p in s) == parts  # every engine exactly once per round
+    # nothing changed since: the next round computes nothing
+    assert [await aggregate.partials_slice(now=101.0) for _ in parts] == [[] for _ in parts]
+    runtime.changes += 1  # an input moved: due again
+    assert await aggregate.partials_slice(now=102.0) != []
