@@ -25,8 +25,13 @@ _isfinite = math.isfinite
 _construct = PriceTick.model_construct
 
 
-def fast_tick(raw: bytes, key: bytes | None) -> PriceTick | None:
-    """The tick if ``raw`` is a plainly valid one, else ``None`` (then ask ``parse_event``)."""
+TickFields = tuple[str, float, float | None, float, bool]
+
+
+def tick_fields(raw: bytes, key: bytes | None) -> TickFields | None:
+    """``(instrument, mark_price, index_price, ts_event, has_index)`` of a plainly valid tick,
+    else ``None`` (then ask ``parse_event``). No model is built: the hot paths that only count
+    or conflate ticks build one :class:`PriceTick` per instrument at most (:func:`make_tick`)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -54,8 +59,25 @@ def fast_tick(raw: bytes, key: bytes | None) -> PriceTick | None:
                 return None
         except (UnicodeDecodeError, AttributeError):
             return None
-    fields_set = _ALL_SET if "index_price" in body else _NO_INDEX_SET
-    return _construct(fields_set, instrument=name, mark_price=mark, index_price=index, ts_event=ts)
+    return name, mark, index, ts, "index_price" in body
+
+
+def make_tick(fields: TickFields) -> PriceTick:
+    """The :class:`PriceTick` ``parse_event`` builds for these fields (same fields set)."""
+    name, mark, index, ts, has_index = fields
+    return _construct(
+        _ALL_SET if has_index else _NO_INDEX_SET,
+        instrument=name,
+        mark_price=mark,
+        index_price=index,
+        ts_event=ts,
+    )
+
+
+def fast_tick(raw: bytes, key: bytes | None) -> PriceTick | None:
+    """The tick if ``raw`` is a plainly valid one, else ``None`` (then ask ``parse_event``)."""
+    fields = tick_fields(raw, key)
+    return None if fields is None else make_tick(fields)
 
 
 def parse_price(raw: bytes, key: bytes | None) -> PriceTick | Rejection:

@@ -31,7 +31,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from streams.agents.fastwire import parse_price
+from streams.agents.fastwire import parse_price, tick_fields
 from streams.agents.runtime import Runtime
 from streams.engine.models import PriceTick
 from streams.engine.rejections import Rejection
@@ -58,6 +58,12 @@ async def count_batch(runtime: Runtime, topic: str, partition: int, records: Ite
     for record in records:
         value = record.value
         raw = value if type(value) is bytes else b"" if value is None else bytes(value)
+        fields = tick_fields(raw, record.key)
+        if fields is not None and fields[0] in instruments:  # the common case: no model
+            accepted += 1
+            lag = now - fields[3]
+            observe(lag if lag > 0 else 0.0)
+            continue
         parsed = parse_price(raw, record.key)
         if isinstance(parsed, PriceTick) and parsed.instrument not in instruments:
             if await runtime.ref.sync_instruments() and parsed.instrument in instruments:

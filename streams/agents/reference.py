@@ -33,7 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.agents.fastwire import parse_price
+from streams.agents.fastwire import TickFields, make_tick, parse_price, tick_fields
 from streams.agents.runtime import Runtime, parse
 from streams.engine.models import PriceTick
 from streams.engine.rejections import Rejection
@@ -142,7 +142,7 @@ class ReferenceReader:
             # (one vectorized step), at most every TICK_APPLY_INTERVAL_S (and before any
             # instrument / fund record, and at once while catching up to readiness), so a burst
             # of ticks costs one revaluation per engine instead of one per fetch.
-            ticks: dict[str, PriceTick] = {}
+            ticks: dict[str, PriceTick | TickFields] = {}
             last_apply = time.monotonic()
             while True:
                 wait_ms = 200
@@ -156,7 +156,13 @@ class ReferenceReader:
                 for tp in sorted(batches, key=lambda tp: kinds.index(tp.topic)):
                     if self.kinds[tp.topic] is EventKind.PRICE:
                         for record in batches[tp]:
-                            tick = self._parse_tick(record.key, record.value)
+                            value = record.value
+                            fields = tick_fields(value, record.key) if value else None
+                            if fields is not None:  # valid: the model is built when applied
+                                ticks[fields[0]] = fields
+                                self.applied += 1
+                                continue
+                            tick = self._parse_tick(record.key, value)
                             if tick is not None:
                                 ticks[tick.instrument] = tick
                         continue
@@ -210,9 +216,11 @@ class ReferenceReader:
         self.applied += 1
         return parsed
 
-    def _apply_ticks(self, ticks: dict[str, PriceTick]) -> list[Any]:
+    def _apply_ticks(self, ticks: dict[str, PriceTick | TickFields]) -> list[Any]:
         try:
-            return self.runtime.apply_ticks(list(ticks.values()))
+            return self.runtime.apply_ticks(
+                [t if isinstance(t, PriceTick) else make_tick(t) for t in ticks.values()]
+            )
         except Exception:  # an engine bug must not stop the reader
             log.exception("applying price ticks failed")
             return []
