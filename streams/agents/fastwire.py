@@ -81,11 +81,8 @@ def fast_tick(raw: bytes, key: bytes | None) -> PriceTick | None:
 
 
 def parse_price(raw: bytes, key: bytes | None) -> PriceTick | Rejection:
-    """``parse_event(EventKind.PRICE, raw, key)``, fast for the common valid tick."""
-    if type(raw) is bytes:
-        tick = fast_tick(raw, key)
-        if tick is not None:
-            return tick
+    """``parse_event(EventKind.PRICE, raw, key)``: the full check, for what :func:`tick_fields`
+    did not accept (building the model through pydantic is faster than ``model_construct``)."""
     parsed = parse_event(EventKind.PRICE, raw, key)
     assert isinstance(parsed, PriceTick | Rejection)
     return parsed
