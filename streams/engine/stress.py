@@ -36,6 +36,8 @@ from numpy.typing import NDArray
 from streams.engine.adl import hyperliquid_score
 from streams.engine.book import AccountBook, InstrumentState
 from streams.engine.config import EngineConfig
+from streams.engine.grid import evaluate
+from streams.engine.pools import Pools, build_pools
 from streams.engine.tiers import FloatArray, IntArray, TierTable
 from streams.engine.venue import STATE_LABELS, AdlCandidate, FundPartial, merge_top
 
@@ -724,88 +726,67 @@ def compute_partials(
 ) -> dict[str, FundPartial]:
     """Per-fund additive aggregates of ``book`` (see :mod:`streams.engine.venue`).
 
-    ``scenarios=False`` skips the named and idiosyncratic scenarios (uniform grid only).
+    The uniform grid comes from the per-pool closed forms (:mod:`streams.engine.pools`,
+    :mod:`streams.engine.grid`); ``scenarios=False`` skips the named and idiosyncratic
+    scenarios, which use the flat book of this module.
     """
     grid = config.fine_grid()
-    lo = min(
-        [float(grid[0]), -config.idiosyncratic_shock]
-        + [min([sc.default_shock, *sc.shocks.values()]) for sc in config.scenarios.values()]
-    )
-    hi = max(
-        [float(grid[-1]), config.idiosyncratic_shock]
-        + [max([sc.default_shock, *sc.shocks.values()]) for sc in config.scenarios.values()]
-    )
-    fb = flatten(book, lo, hi)
-    units = unit_coefficients(fb)
-    result, _cand, bad_now, liq_now = evaluate_grid(fb, units, grid)
+    pools = build_pools(book, float(grid[0]), float(grid[-1]))
+    sums = evaluate(pools, grid)
+    bad_now, liq_now = sums.bad_now, sums.liq_now
     nf = len(book.funds)
     n_inst = len(book.instruments)
     names = [i.name for i in book.instruments]
-    w = units.weights
 
-    long_unit = units.slope > 0
-    bad_long = w.T @ np.where(long_unit, bad_now, 0.0) if nf else np.zeros(0)
-    bad_short = w.T @ np.where(long_unit, 0.0, bad_now) if nf else np.zeros(0)
-    liq_pos = liq_now[fb.unit]
-    liq_notional = _bincount(fb.fund[liq_pos], weights=fb.notional[liq_pos], minlength=nf)
+    long_unit = pools.slope > 0
+    bl = np.where(long_unit, bad_now, 0.0)
+    bs = bad_now - bl
+    bad_long = [float(np.add.reduce(pools.weights_t[f] * bl)) for f in range(nf)]
+    bad_short = [float(np.add.reduce(pools.weights_t[f] * bs)) for f in range(nf)]
+    liq_pos = liq_now[pools.unit]
+    liq_notional = _bincount(pools.fund[liq_pos], weights=pools.notional[liq_pos], minlength=nf)
 
     # state counts: accounts exposed to each fund (any position, cross or isolated)
-    exposed = np.zeros((book.n_accounts, max(nf, 1)), dtype=np.bool_)
-    exposed[fb.account, fb.fund] = True
+    nfx = max(nf, 1)
+    exposed = (
+        np.bincount(pools.account * nfx + pools.fund, minlength=book.n_accounts * nfx)
+        .reshape(book.n_accounts, nfx)
+        .astype(np.bool_)
+    )
     states = book.state[: book.n_accounts]
     counts = [_bincount(states[exposed[:, f]], minlength=len(STATE_LABELS)) for f in range(nf)]
 
     scen_bad: list[dict[str, float]] = [{} for _ in range(nf)]
     scen_prof: list[dict[str, float]] = [{} for _ in range(nf)]
-    for name, scenario in (config.scenarios if scenarios else {}).items():
-        x = np.array([scenario.shock_of(n) for n in names], dtype=np.float64)
-        bad_s, liq_s = unit_bad_debt(fb, units, x)
-        upnl_s = units.upnl0 + _bincount(
-            fb.unit, weights=fb.qv * fb.mark * x[fb.instrument], minlength=units.n
-        )
-        prof_s = np.where(~liq_s & units.has_position, np.maximum(upnl_s, 0.0), 0.0)
-        bf, pf = w.T @ bad_s, w.T @ prof_s
-        for f in range(nf):
-            scen_bad[f][name] = float(bf[f])
-            scen_prof[f][name] = float(pf[f])
-
     x_id = config.idiosyncratic_shock
+    idio_down = idio_up = np.zeros((n_inst, max(nf, 1)))
     if scenarios:
+        lo = min(
+            [float(grid[0]), -x_id]
+            + [min([sc.default_shock, *sc.shocks.values()]) for sc in config.scenarios.values()]
+        )
+        hi = max(
+            [float(grid[-1]), x_id]
+            + [max([sc.default_shock, *sc.shocks.values()]) for sc in config.scenarios.values()]
+        )
+        fb = flatten(book, lo, hi)
+        units = unit_coefficients(fb)
+        for name, scenario in config.scenarios.items():
+            x = np.array([scenario.shock_of(n) for n in names], dtype=np.float64)
+            bad_s, liq_s = unit_bad_debt(fb, units, x)
+            upnl_s = units.upnl0 + _bincount(
+                fb.unit, weights=fb.qv * fb.mark * x[fb.instrument], minlength=units.n
+            )
+            prof_s = np.where(~liq_s & units.has_position, np.maximum(upnl_s, 0.0), 0.0)
+            bf, pf = units.weights.T @ bad_s, units.weights.T @ prof_s
+            for f in range(nf):
+                scen_bad[f][name] = float(bf[f])
+                scen_prof[f][name] = float(pf[f])
         idio_down = idiosyncratic_bad_debt(fb, units, bad_now, -x_id, n_inst)
         idio_up = idiosyncratic_bad_debt(fb, units, bad_now, x_id, n_inst)
-    else:
-        idio_down = idio_up = np.zeros((n_inst, max(nf, 1)))
 
-    # ADL candidates: profitable positions of non-liquidatable pools
-    eq_unit = units.e0[fb.unit]
-    ok = (fb.upnl > 0) & ~liq_pos & (eq_unit > 0)
-    score = np.where(
-        ok, hyperliquid_score(fb.mark, fb.entry, fb.notional, eq_unit, fb.size), -np.inf
-    )
+    adl = _adl_candidates(book, pools, liq_pos, config.adl_top_k, names)
     k = config.adl_top_k
-    adl: dict[tuple[int, bool], tuple[AdlCandidate, ...]] = {}
-    ok_idx = np.flatnonzero(ok)
-    group = fb.fund[ok_idx] * 2 + (fb.size[ok_idx] > 0)
-    for f in range(nf):
-        for is_long in (True, False):
-            sel = ok_idx[group == f * 2 + int(is_long)]
-            if sel.size > k:
-                sel = sel[np.argpartition(-score[sel], k - 1)[:k]]
-            adl[(f, is_long)] = merge_top(
-                (
-                    AdlCandidate(
-                        book.account_names[int(fb.account[i])],
-                        names[int(fb.instrument[i])],
-                        float(fb.size[i]),
-                        float(fb.notional[i]),
-                        float(fb.upnl[i]),
-                        float(score[i]),
-                    )
-                    for i in sel.tolist()
-                ),
-                k,
-            )
-
     inst_of_fund = [[i.name for i in book.instruments if i.fund == f] for f in range(nf)]
     out: dict[str, FundPartial] = {}
     for f, fund in enumerate(book.funds):
@@ -813,8 +794,8 @@ def compute_partials(
         out[fund] = FundPartial(
             fund=fund,
             shocks=grid,
-            bad_debt_usd=result.bad_debt[f],
-            profitable_upnl_usd=result.profitable_upnl[f],
+            bad_debt_usd=sums.bad_debt[f],
+            profitable_upnl_usd=sums.profitable_upnl[f],
             bad_debt_long_usd=float(bad_long[f]),
             bad_debt_short_usd=float(bad_short[f]),
             liquidatable_notional_usd=float(liq_notional[f]),
@@ -829,3 +810,51 @@ def compute_partials(
             adl_top_k=k,
         )
     return out
+
+
+def _adl_candidates(
+    book: AccountBook, pools: Pools, liq_pos: BoolArray, k: int, names: list[str]
+) -> dict[tuple[int, bool], tuple[AdlCandidate, ...]]:
+    """Top-K profitable positions of non-liquidatable pools per (fund, side), by score."""
+    nf = len(book.funds)
+    ok_idx = np.flatnonzero(pools.upnl > 0)
+    eq = pools.e0[pools.unit[ok_idx]]
+    keep = (eq > 0) & ~liq_pos[ok_idx]
+    ok_idx, eq = ok_idx[keep], eq[keep]
+    score = hyperliquid_score(
+        pools.mark[ok_idx],
+        pools.entry[ok_idx],
+        pools.notional[ok_idx],
+        eq,
+        pools.size[ok_idx],
+    )
+    group = pools.fund[ok_idx] * 2 + (pools.size[ok_idx] > 0)
+    # the top K of each group are among the global top M whenever the group has ≥ K there
+    m = min(score.size, 8 * k * max(nf, 1))
+    top = np.argpartition(-score, m - 1)[:m] if 0 < m < score.size else np.arange(score.size)
+    in_top = np.bincount(group[top], minlength=2 * max(nf, 1))
+    adl: dict[tuple[int, bool], tuple[AdlCandidate, ...]] = {}
+    for f in range(nf):
+        for is_long in (True, False):
+            g = f * 2 + int(is_long)
+            if in_top[g] >= k or top.size == score.size:
+                sel = top[group[top] == g]
+            else:
+                sel = np.flatnonzero(group == g)
+            if sel.size > k:
+                sel = sel[np.argpartition(-score[sel], k - 1)[:k]]
+            adl[(f, is_long)] = merge_top(
+                (
+                    AdlCandidate(
+                        book.account_names[int(pools.account[ok_idx[i]])],
+                        names[int(pools.instrument[ok_idx[i]])],
+                        float(pools.size[ok_idx[i]]),
+                        float(pools.notional[ok_idx[i]]),
+                        float(pools.upnl[ok_idx[i]]),
+                        float(score[i]),
+                    )
+                    for i in sel.tolist()
+                ),
+                k,
+            )
+    return adl
