@@ -142,28 +142,33 @@ def _g_exact(
     nc = units.size
     marked = np.full(pools.n_units, -1, dtype=np.int64)
     marked[units] = np.arange(nc)
-    row_all = marked[pools.unit]
-    pos = np.flatnonzero(row_all >= 0)
-    row = row_all[pos]
+    # only positions whose tier changes inside the range deviate from the tangent:
+    # g(s) = g0 + g1·s + Σ [MM_p(s) − MM_p(0) − slope_p·s] over those
+    row_all = marked[pools.unit[pools.band_pos]]
+    keep0 = row_all >= 0
+    pos = pools.band_pos[keep0]
+    row = row_all[keep0]
+    mm_p0, sl_p0 = pools.mm_exact(pos, np.zeros(pos.size), True)
     e0 = pools.e0[units]
     sl = pools.slope[units]
+    g0u = pools.mm0[units] - e0
+    g1u = pools.mm1[units] - sl
 
     def g_at(t: FloatArray, right: bool, which: IntArray) -> tuple[FloatArray, FloatArray]:
         """g and its one-sided slope at t (per unit of ``which`` — rows into ``units``)."""
-        if which.size == nc:
-            p, r = pos, row
-        else:
-            sel = np.zeros(nc, dtype=np.bool_)
-            sel[which] = True
-            keep = sel[row]
-            p, r = pos[keep], row[keep]
+        sel = np.zeros(nc, dtype=np.bool_)
+        sel[which] = True
+        keep = np.flatnonzero(sel[row])
+        p, r = pos[keep], row[keep]
         rank = np.zeros(nc, dtype=np.int64)
         rank[which] = np.arange(which.size)
         tt = t[r]
         mm, dmm = pools.mm_exact(p, tt, right)
-        m = _bincount(rank[r], mm, which.size)
-        dm = _bincount(rank[r], dmm, which.size)
-        return m - e0[which] - sl[which] * t[which], dm - sl[which]
+        rr = rank[r]
+        corr = _bincount(rr, mm - mm_p0[keep] - sl_p0[keep] * tt, which.size)
+        dcorr = _bincount(rr, dmm - sl_p0[keep], which.size)
+        tw = t[which]
+        return g0u[which] + g1u[which] * tw + corr, g1u[which] + dcorr
 
     q1 = ql.copy()
     q2 = qh.copy()

@@ -69,6 +69,7 @@ class Pools:
     has_position: BoolArray
     lo: FloatArray  # tangent MM exact for s in [lo, hi]
     hi: FloatArray
+    band_pos: IntArray  # positions whose tier changes for some shock in the range
     weights_t: FloatArray  # (funds, units): share of current notional per fund
 
     @property
@@ -191,10 +192,12 @@ def build_pools(book: AccountBook, shock_min: float, shock_max: float) -> Pools:
     # the unit's tier-stable shock range: positions whose band ends inside the grid's range
     lo = np.full(nu, -np.inf)
     hi = np.full(nu, np.inf)
-    sel = np.flatnonzero(lo_all > markp * (1.0 + shock_min))
-    np.maximum.at(lo, unit[sel], lo_all[sel] / markp[sel] - 1.0)
-    sel = np.flatnonzero(hi_all < markp * (1.0 + shock_max))
-    np.minimum.at(hi, unit[sel], hi_all[sel] / markp[sel] - 1.0)
+    band_pos = np.flatnonzero(
+        (lo_all > markp * (1.0 + shock_min)) | (hi_all < markp * (1.0 + shock_max))
+    )
+    ub, mb = unit[band_pos], markp[band_pos]
+    np.maximum.at(lo, ub, lo_all[band_pos] / mb - 1.0)
+    np.minimum.at(hi, ub, hi_all[band_pos] / mb - 1.0)
 
     # fund shares: current notional per (unit, fund); cross blocks are grouped by fund
     has_position = np.bincount(unit, minlength=nu) > 0
@@ -245,5 +248,6 @@ def build_pools(book: AccountBook, shock_min: float, shock_max: float) -> Pools:
         has_position=has_position,
         lo=lo,
         hi=hi,
+        band_pos=band_pos,
         weights_t=weights_t,
     )

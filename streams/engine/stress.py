@@ -743,18 +743,18 @@ def compute_partials(
     bs = bad_now - bl
     bad_long = [float(np.add.reduce(pools.weights_t[f] * bl)) for f in range(nf)]
     bad_short = [float(np.add.reduce(pools.weights_t[f] * bs)) for f in range(nf)]
-    liq_pos = liq_now[pools.unit]
-    liq_notional = _bincount(pools.fund[liq_pos], weights=pools.notional[liq_pos], minlength=nf)
+    # notional of liquidatable pools per fund = Σ pools' current notional in the fund
+    liq_w = np.where(liq_now, pools.notional0, 0.0)
+    liq_notional = [float(np.add.reduce(pools.weights_t[f] * liq_w)) for f in range(nf)]
 
     # state counts: accounts exposed to each fund (any position, cross or isolated)
-    nfx = max(nf, 1)
-    exposed = (
-        np.bincount(pools.account * nfx + pools.fund, minlength=book.n_accounts * nfx)
-        .reshape(book.n_accounts, nfx)
-        .astype(np.bool_)
-    )
-    states = book.state[: book.n_accounts]
-    counts = [_bincount(states[exposed[:, f]], minlength=len(STATE_LABELS)) for f in range(nf)]
+    n_acc = book.n_accounts
+    exposed = np.zeros((max(nf, 1), n_acc), dtype=np.bool_)
+    exposed[:nf] = pools.weights_t[:nf, :n_acc] > 0
+    iso = slice(int(pools.unit.size - (pools.n_units - n_acc)), pools.unit.size)
+    exposed[pools.fund[iso], pools.account[iso]] = True
+    states = book.state[:n_acc]
+    counts = [_bincount(states[exposed[f]], minlength=len(STATE_LABELS)) for f in range(nf)]
 
     scen_bad: list[dict[str, float]] = [{} for _ in range(nf)]
     scen_prof: list[dict[str, float]] = [{} for _ in range(nf)]
@@ -785,7 +785,7 @@ def compute_partials(
         idio_down = idiosyncratic_bad_debt(fb, units, bad_now, -x_id, n_inst)
         idio_up = idiosyncratic_bad_debt(fb, units, bad_now, x_id, n_inst)
 
-    adl = _adl_candidates(book, pools, liq_pos, config.adl_top_k, names)
+    adl = _adl_candidates(book, pools, liq_now, config.adl_top_k, names)
     k = config.adl_top_k
     inst_of_fund = [[i.name for i in book.instruments if i.fund == f] for f in range(nf)]
     out: dict[str, FundPartial] = {}
@@ -798,7 +798,7 @@ def compute_partials(
             profitable_upnl_usd=sums.profitable_upnl[f],
             bad_debt_long_usd=float(bad_long[f]),
             bad_debt_short_usd=float(bad_short[f]),
-            liquidatable_notional_usd=float(liq_notional[f]),
+            liquidatable_notional_usd=liq_notional[f],
             state_counts={s: int(c) for s, c in zip(STATE_LABELS, counts[f], strict=True)},
             scenario_bad_debt_usd=scen_bad[f],
             scenario_profitable_upnl_usd=scen_prof[f],
@@ -813,13 +813,14 @@ def compute_partials(
 
 
 def _adl_candidates(
-    book: AccountBook, pools: Pools, liq_pos: BoolArray, k: int, names: list[str]
+    book: AccountBook, pools: Pools, liq_now: BoolArray, k: int, names: list[str]
 ) -> dict[tuple[int, bool], tuple[AdlCandidate, ...]]:
     """Top-K profitable positions of non-liquidatable pools per (fund, side), by score."""
     nf = len(book.funds)
     ok_idx = np.flatnonzero(pools.upnl > 0)
-    eq = pools.e0[pools.unit[ok_idx]]
-    keep = (eq > 0) & ~liq_pos[ok_idx]
+    u = pools.unit[ok_idx]
+    eq = pools.e0[u]
+    keep = (eq > 0) & ~liq_now[u]
     ok_idx, eq = ok_idx[keep], eq[keep]
     score = hyperliquid_score(
         pools.mark[ok_idx],
