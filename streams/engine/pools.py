@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streams.engine.book import AccountBook
-from streams.engine.book_batch import TierPad, _pad
+from streams.engine.book_batch import TierPad
 from streams.engine.tiers import FloatArray, IntArray
 
 BoolArray = NDArray[np.bool_]
@@ -96,10 +96,23 @@ class Pools:
         return n1 * rate - self.pad.amt[k, t], np.where(lin, n0 * rate, 0.0)
 
 
+def tier_pad(book: AccountBook) -> TierPad:
+    """The book's padded tier tables, cached ON the book and rebuilt when instruments change."""
+    pad = book.derived_cache.get("stress_tier_pad")
+    if (
+        not isinstance(pad, TierPad)
+        or pad.version != book.instruments_version
+        or pad.cs.size != len(book.instruments)
+    ):
+        pad = TierPad(book)
+        book.derived_cache["stress_tier_pad"] = pad
+    return pad
+
+
 def build_pools(book: AccountBook, shock_min: float, shock_max: float) -> Pools:
     """Coefficients of every pool of ``book``; tier bands are resolved within [min, max]."""
     insts = book.instruments
-    pad = _pad(book)
+    pad = tier_pad(book)
     n_acc = book.n_accounts
     nf = max(len(book.funds), 1)
     # cross blocks grouped by fund (contiguous ranges for the fund shares), then isolated
