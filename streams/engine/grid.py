@@ -50,7 +50,8 @@ class _Index:
     def __call__(self, x: FloatArray, right: bool) -> IntArray:
         count = self.count
         xc = np.clip(x, self.g0 - 2 * self.step, float(self.grid[-1]) + 2 * self.step)
-        j = np.clip(np.ceil((xc - self.g0) / self.step).astype(np.int64), 0, count)
+        with np.errstate(invalid="ignore"):  # NaN (unused entries): any index
+            j = np.clip(np.ceil((xc - self.g0) / self.step).astype(np.int64), 0, count)
         ext = self.ext
         top = count
         for _ in range(4):
@@ -222,19 +223,18 @@ def _g_exact(
 def evaluate(pools: Pools, grid: FloatArray) -> GridSums:
     count = grid.shape[0]
     smin, smax = float(grid[0]), float(grid[-1])
-    nf = max(pools.n_funds, 1)
     nu = pools.n_units
     index = _Index(grid)
-    units = np.flatnonzero(pools.has_position)
-    e0 = pools.e0[units]
-    S = pools.slope[units]
-    alpha = pools.fee[units] + pools.const_cost[units] - e0
-    beta = pools.fee[units] - S
-    gamma = pools.impact[units]
+    # every unit (a unit without positions has zero fund shares: it adds nothing)
+    e0 = pools.e0
+    S = pools.slope
+    alpha = pools.fee + pools.const_cost - e0
+    beta = pools.fee - S
+    gamma = pools.impact
 
     # -- g = MM − equity < 0: not liquidatable --
-    g0 = pools.mm0[units] - e0
-    g1 = pools.mm1[units] - S
+    g0 = pools.mm0 - e0
+    g1 = pools.mm1 - S
     with np.errstate(divide="ignore", invalid="ignore"):
         root = -g0 / g1
     ql = np.where(g1 > 0, -np.inf, np.where(g1 < 0, root, np.where(g0 < 0, -np.inf, np.inf)))
@@ -242,13 +242,13 @@ def evaluate(pools: Pools, grid: FloatArray) -> GridSums:
     cl = np.maximum(ql, smin)
     ch = np.minimum(qh, smax)
     nonempty = cl < ch
-    lo_u, hi_u = pools.lo[units], pools.hi[units]
+    lo_u, hi_u = pools.lo, pools.hi
     # the tangent's roots are exact where they fall inside the tier-stable range; else the
     # slope bounds may still certify an infinite end: MM's slope is ≥ 0 (so g' ≥ −S) and
     # ≤ max MMR × notional (so g' ≤ that − S), whatever tiers are crossed
     healthy0 = g0 < 0
     left_cert = healthy0 & (S <= 0)
-    right_cert = healthy0 & (pools.mmr_max * pools.notional0[units] - S <= 0)
+    right_cert = healthy0 & (pools.mmr_max * pools.notional0 - S <= 0)
     solve_l = nonempty & ~((lo_u <= cl) & (cl <= hi_u)) & ~left_cert
     solve_r = nonempty & ~((lo_u <= ch) & (ch <= hi_u)) & ~right_cert
     ql = np.where(nonempty & left_cert & ~((lo_u <= cl) & (cl <= hi_u)), -np.inf, ql)
@@ -257,7 +257,7 @@ def evaluate(pools: Pools, grid: FloatArray) -> GridSums:
     if crossing.size:
         q1, q2 = _g_exact(
             pools,
-            units[crossing],
+            crossing,
             ql[crossing],
             qh[crossing],
             solve_l[crossing],
@@ -283,8 +283,8 @@ def evaluate(pools: Pools, grid: FloatArray) -> GridSums:
     mb = np.where(overlap, np.maximum(fb, gb), fb)
     use2 = e2 & ~overlap
     keep1 = e1 | overlap
-    nc = units.size
-    wt = np.stack([w[units] for w in pools.weights_t]) if nc else np.zeros((nf, 0))
+    nc = nu
+    wt = pools.weights_t
     nzt = (wt > 0).astype(np.float64)
     # active = grid − two disjoint, non-adjacent inactive ranges: up to three pieces [a, b]
     big = count + 1
@@ -310,7 +310,7 @@ def evaluate(pools: Pools, grid: FloatArray) -> GridSums:
     bad_debt = np.where(bad[3] > 0.5, np.maximum(bad[0] + bad[1] * grid + bad[2] * pgrid, 0.0), 0)
 
     # -- profitable uPnL of non-liquidated pools: [ga, gb] ∩ {U0 + S·s > 0} --
-    u0 = pools.upnl0[units]
+    u0 = pools.upnl0
     with np.errstate(divide="ignore", invalid="ignore"):
         uroot = -u0 / S
     pa = np.where(S > 0, index(uroot, right=True), np.where(S < 0, 0, np.where(u0 > 0, 0, count)))
@@ -335,12 +335,10 @@ def evaluate(pools: Pools, grid: FloatArray) -> GridSums:
     # -- now (s = 0) --
     z = int(np.searchsorted(grid, 0.0))
     healthy = (ga <= z) & (z <= gb)
-    liq_now = np.zeros(nu, dtype=np.bool_)
-    liq_now[units] = ~healthy
+    liq_now = pools.has_position & ~healthy
     liq_now |= pools.e0 < 0
     active_now = ~((fa <= z) & (z <= fb)) & ~healthy
-    bad_now = np.zeros(nu)
-    bad_now[units] = np.where(active_now, np.maximum(alpha + gamma, 0.0), 0.0)
+    bad_now = np.where(active_now & pools.has_position, np.maximum(alpha + gamma, 0.0), 0.0)
     return GridSums(grid, bad_debt, profitable, bad_now, liq_now)
 
 
