@@ -105,8 +105,19 @@ def _f_roots(
         if sel.size == 0:
             continue
         aa, bb, cc = a[sel], b[sel], c[sel]
-        t = np.full(sel.size, end)
-        ft = fe[sel]
+        # start: one Newton step from the chord's root (inside: the chord lies above f) lands
+        # outside (the tangent lies below f), next to the root; Newton from outside is monotone
+        fs, fm, st = fe[sel], fmin[sel], star[sel]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            chord = end + (st - end) * (fs / (fs - fm))
+            chord = np.where(np.isfinite(chord), chord, st)
+            fc = _f(aa, bb, cc, chord)
+            dc = bb + 1.5 * cc * np.sqrt(1.0 + chord)
+            t0 = chord - fc / dc
+        t0 = np.where(np.isfinite(t0), t0, end)
+        t = np.maximum(t0, end) if end == smin else np.minimum(t0, end)
+        t = np.where(fc <= 0, t, end)  # (rounding) a chord root outside: start at the end
+        ft = _f(aa, bb, cc, t)
         act = np.arange(sel.size)
         for _ in range(NEWTON_STEPS):
             ta = t[act]
