@@ -40,6 +40,9 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+FETCH_MIN_BYTES = 256 * 1024
+FETCH_MAX_WAIT_MS = 50
+
 COMMIT_INTERVAL_S = 1.0
 
 
@@ -190,6 +193,9 @@ class PriceCounter:
             auto_offset_reset="earliest",
             client_id=f"{kafka.app_id}-{self.settings.worker.id}-prices",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # let the broker batch a steady tick stream: one fetch per ~50 ms, not per tick
+            fetch_min_bytes=FETCH_MIN_BYTES,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             session_timeout_ms=int(self.settings.worker.broker_session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.settings.worker.broker_heartbeat_interval_s * 1000),
             metadata_max_age_ms=30_000,

@@ -42,6 +42,9 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+FETCH_MIN_BYTES = 256 * 1024
+FETCH_MAX_WAIT_MS = 50
+
 TICK_APPLY_INTERVAL_S = 0.05
 
 
@@ -127,6 +130,9 @@ class ReferenceReader:
             auto_offset_reset=start,
             client_id=f"{kafka.app_id}-{self.settings.worker.id}-reference",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # let the broker batch a steady tick stream: one fetch per ~50 ms, not per tick
+            fetch_min_bytes=FETCH_MIN_BYTES,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             metadata_max_age_ms=30_000,
             **kafka.client_kwargs(),
         )
