@@ -770,7 +770,7 @@ def compute_partials(
             + [max([sc.default_shock, *sc.shocks.values()]) for sc in config.scenarios.values()]
         )
         fb = flatten(book, lo, hi)
-        units = unit_coefficients(fb)
+        units = _units_of(pools, fb)
         for name, scenario in config.scenarios.items():
             x = np.array([scenario.shock_of(n) for n in names], dtype=np.float64)
             bad_s, liq_s = unit_bad_debt(fb, units, x)
@@ -810,6 +810,27 @@ def compute_partials(
             adl_top_k=k,
         )
     return out
+
+
+def _units_of(pools: Pools, fb: FlatBook) -> Units:
+    """The scenarios' per-unit view of ``pools`` (same unit numbering as ``flatten``)."""
+    return Units(
+        e0=pools.e0,
+        slope=pools.slope,
+        fee=pools.fee,
+        impact=pools.impact,
+        const_cost=pools.const_cost,
+        mm0=pools.mm0,
+        mm1=pools.mm1,
+        upnl0=pools.upnl0,
+        notional0=pools.notional0,
+        has_position=pools.has_position,
+        crossing_pos=fb.hinge_pos,
+        weights=np.ascontiguousarray(pools.weights),
+        account=np.concatenate(
+            (np.arange(pools.n_accounts), pools.account[pools.unit >= pools.n_accounts])
+        ),
+    )
 
 
 def _adl_candidates(
