@@ -247,3 +247,21 @@ def test_combine_rejects_mixed_funds() -> None:
     ps = list(engine.partials().values())
     with pytest.raises(ValueError, match="cannot combine"):
         combine(ps)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(venues)
+def test_closed_form_grid_matches_flat_book_grid_at_every_fine_point(events: list[Event]) -> None:
+    # the per-pool closed forms (pools.py / grid.py) against the flat-book binary searches
+    # (stress.evaluate_grid) on the whole fine grid, not just the sampled naive points
+    from streams.engine.stress import evaluate_grid, flatten, unit_coefficients
+
+    engine, naive = load(events)
+    tol = 1e-9 * gross(naive)
+    grid = CONFIG.fine_grid()
+    fb = flatten(engine.book, float(grid[0]), float(grid[-1]))
+    old, _cand, _bad_now, _liq_now = evaluate_grid(fb, unit_coefficients(fb), grid)
+    for f, (fund, p) in enumerate(engine.partials(scenarios=False).items()):
+        assert engine.book.funds[f] == fund
+        np.testing.assert_allclose(p.bad_debt_usd, old.bad_debt[f], rtol=0, atol=tol)
+        np.testing.assert_allclose(p.profitable_upnl_usd, old.profitable_upnl[f], rtol=0, atol=tol)
