@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 FETCH_MIN_BYTES = 256 * 1024
 FETCH_MAX_WAIT_MS = 50
 
-TICK_APPLY_INTERVAL_S = 0.05
+TICK_APPLY_INTERVAL_S = 0.1
 
 
 class ReferenceReader:
