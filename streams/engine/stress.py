@@ -21,6 +21,11 @@ O(units · log(grid) + grid), never units × grid. Profitable uPnL of non-liquid
 
 A unit's figures are attributed to funds pro rata to its current notional in each fund's
 instruments (an isolated pool belongs to its instrument's fund).
+
+``compute_partials`` takes the uniform grid from the per-pool closed forms of
+:mod:`streams.engine.pools` and :mod:`streams.engine.grid` (roots instead of binary searches, no
+flat book); the flat book below (``flatten``, ``unit_coefficients``, ``evaluate_grid``) serves the
+named and idiosyncratic scenarios and is the tests' reference for the closed forms.
 """
 
 from __future__ import annotations
