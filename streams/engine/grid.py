@@ -373,15 +373,18 @@ def _accumulate_ranges(
     before the grid's end are events. The LAST coefficient counts active rows (weight-free,
     exact), so that sums over no active row are exactly 0.
     """
-    st = np.concatenate(starts)
-    en = np.concatenate(ends)
-    n = wt.shape[1]
-    base = np.flatnonzero(st == 0) % n
-    ev = np.flatnonzero((st > 0) & (st < count))
-    ee = np.flatnonzero(en < count)
-    ev_row = np.concatenate((ev % n, ee % n))
-    ev_pos = np.concatenate((st[ev], en[ee]))
-    ev_sign = np.concatenate((np.ones(ev.size), -np.ones(ee.size)))
+    bases, rows, poss, signs = [], [], [], []
+    for st, en in zip(starts, ends, strict=True):
+        bases.append(np.flatnonzero(st == 0))
+        ev = np.flatnonzero((st > 0) & (st < count))
+        ee = np.flatnonzero(en < count)
+        rows += [ev, ee]
+        poss += [st[ev], en[ee]]
+        signs += [np.ones(ev.size), -np.ones(ee.size)]
+    base = np.concatenate(bases)
+    ev_row = np.concatenate(rows)
+    ev_pos = np.concatenate(poss)
+    ev_sign = np.concatenate(signs)
     nf = wt.shape[0]
     size = count + 1
     last = len(coefs) - 1
