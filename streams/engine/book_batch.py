@@ -130,19 +130,17 @@ class TierPad:
         return np.maximum(t, 0)
 
 
-_PADS: dict[int, TierPad] = {}
-
-
-def _pad(book: AccountBook) -> TierPad:
-    pad = _PADS.get(id(book))
+def tier_pad(book: AccountBook) -> TierPad:
+    """The book's padded tier tables, cached ON the book (never by ``id(book)``, which a new book
+    can reuse) and rebuilt when its instruments change."""
+    pad = book.derived_cache.get("tier_pad")
     if (
-        pad is None
+        not isinstance(pad, TierPad)
         or pad.version != book.instruments_version
         or pad.cs.size != len(book.instruments)
     ):
         pad = TierPad(book)
-        _PADS.clear()  # one book at a time is the common case; never grows
-        _PADS[id(book)] = pad
+        book.derived_cache["tier_pad"] = pad
     return pad
 
 
@@ -159,7 +157,7 @@ def _apply_in_place(
     computed over the whole batch at once. Returns the accounts touched.
     """
     insts = book.instruments
-    pad = _pad(book)
+    pad = tier_pad(book)
     sl_parts: list[IntArray] = []
     oq_parts: list[FloatArray] = []
     oe_parts: list[FloatArray] = []
@@ -248,7 +246,7 @@ def _apply_in_place(
 def _close_cross(book: AccountBook, closes: list[tuple[int, int]]) -> None:
     """Close cross positions: values subtracted in one vectorized step, then slots removed."""
     insts = book.instruments
-    pad = _pad(book)
+    pad = tier_pad(book)
     m = len(closes)
     oq = [0.0] * m
     oe = [0.0] * m

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streams.engine.book import AccountBook
-from streams.engine.book_batch import TierPad
+from streams.engine.book_batch import TierPad, tier_pad
 from streams.engine.tiers import FloatArray, IntArray
 
 BoolArray = NDArray[np.bool_]
@@ -94,19 +94,6 @@ class Pools:
         t = np.maximum(cmp.sum(axis=1) - 1, 0)
         rate = self.pad.mmr[k, t]
         return n1 * rate - self.pad.amt[k, t], np.where(lin, n0 * rate, 0.0)
-
-
-def tier_pad(book: AccountBook) -> TierPad:
-    """The book's padded tier tables, cached ON the book and rebuilt when instruments change."""
-    pad = book.derived_cache.get("stress_tier_pad")
-    if (
-        not isinstance(pad, TierPad)
-        or pad.version != book.instruments_version
-        or pad.cs.size != len(book.instruments)
-    ):
-        pad = TierPad(book)
-        book.derived_cache["stress_tier_pad"] = pad
-    return pad
 
 
 def build_pools(book: AccountBook, shock_min: float, shock_max: float) -> Pools:
