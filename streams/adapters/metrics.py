@@ -274,25 +274,11 @@ def fund_figures_from_report(
 
 
 def state_counts_open(engine: Any) -> dict[str, int]:
-    """Accounts per risk state, counting only accounts that hold an open position.
-
-    ``RiskEngine.state_counts()`` counts every account ever seen, including ones whose positions
-    were all closed; ``riskmon_accounts`` counts accounts at risk of something, so flat accounts
-    are left out (read from the engine's book; falls back to ``state_counts()``).
-    """
-    book = getattr(engine, "book", None)
-    held = getattr(book, "positions_of", None)
-    states = getattr(book, "state", None)
+    """Accounts per risk state, counting only accounts that hold an open position
+    (``riskmon_accounts`` counts accounts at risk of something; flat accounts are left out)."""
     counts = dict.fromkeys(STATES, 0)
-    if book is None or held is None or states is None:
-        for state, n in engine.state_counts().items():
-            label = getattr(state, "label", None) or str(state).lower()
-            counts[label] = counts.get(label, 0) + int(n)
-        return counts
-    for a in range(int(book.n_accounts)):
-        if held[a]:
-            label = STATES[int(states[a])]
-            counts[label] += 1
+    for state, n in engine.state_counts(open_only=True).items():
+        counts[STATES[int(state)]] += int(n)
     return counts
 
 

@@ -300,8 +300,13 @@ class RiskEngine:
         order = sorted(idx.tolist(), key=lambda a: (-util[a], self.book.account_names[a]))
         return [self._account_risk(a) for a in order]
 
-    def state_counts(self) -> dict[RiskState, int]:
-        counts = np.bincount(self.book.state[: self.book.n_accounts], minlength=len(RiskState))
+    def state_counts(self, *, open_only: bool = False) -> dict[RiskState, int]:
+        """Accounts per risk state; ``open_only`` leaves out accounts with no open position."""
+        states = self.book.state[: self.book.n_accounts]
+        if open_only:
+            held = np.fromiter(map(bool, self.book.positions_of), dtype=np.bool_, count=len(states))
+            states = states[held]
+        counts = np.bincount(states, minlength=len(RiskState))
         return {s: int(counts[s]) for s in RiskState}
 
     def _account_risk(self, a: int) -> AccountRisk:

@@ -325,3 +325,20 @@ def test_position_batch_rejections_last_write_and_one_state_evaluation() -> None
     # bob has no wallet: equity 0 with margin to keep → utilization inf → liquidatable (not < 0)
     assert acct(engine, "bob").state is RiskState.LIQUIDATABLE
     assert [(t.account, t.current) for t in transitions] == [("bob", RiskState.LIQUIDATABLE)]
+
+
+def test_state_counts_open_only_leaves_out_flat_accounts() -> None:
+    # alice holds a position; bob opened and closed his, so he is flat (but known to the engine)
+    engine = engine_with(
+        instrument("BTC", tiers=FLAT),
+        tick("BTC", 20_000.0),
+        balance("alice", 1_000.0),
+        balance("bob", 1_000.0),
+        position("alice", "BTC", 1.0, 20_000.0),
+        position("bob", "BTC", 1.0, 20_000.0, seq=1),
+        position("bob", "BTC", 0.0, 20_000.0, seq=2),
+    )
+    assert sum(engine.state_counts().values()) == 2
+    assert engine.state_counts(open_only=True) == {
+        s: (1 if s is RiskState.HEALTHY else 0) for s in RiskState
+    }
