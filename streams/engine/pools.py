@@ -71,6 +71,8 @@ class Pools:
     hi: FloatArray
     band_pos: IntArray  # positions whose tier changes for some shock in the range
     weights_t: FloatArray  # (funds, units): share of current notional per fund
+    qv: FloatArray | None = None  # per position: signed quantity × contract value
+    base: FloatArray | None = None  # per unit: wallet (cross) or isolated margin
 
     @property
     def weights(self) -> FloatArray:
@@ -250,4 +252,6 @@ def build_pools(book: AccountBook, shock_min: float, shock_max: float) -> Pools:
         hi=hi,
         band_pos=band_pos,
         weights_t=weights_t,
+        qv=qv,
+        base=base,
     )

@@ -235,6 +235,78 @@ def flatten(book: AccountBook, shock_min: float = -0.5, shock_max: float = 0.5) 
     return fb
 
 
+def flat_from_pools(
+    book: AccountBook, pools: Pools, shock_min: float = -0.5, shock_max: float = 0.5
+) -> FlatBook:
+    """The flat book of ``book`` from the per-position columns ``build_pools`` already gathered
+    (no second pass over the book's blocks): same positions and unit numbering as
+    :func:`flatten`, in the pools' order (cross by fund, then isolated) — so ``slices`` is
+    empty and :func:`mm_at_shock` groups by instrument itself outside the hinge range."""
+    insts = book.instruments
+    pad = pools.pad
+    k = pools.instrument
+    n = pools.notional
+    qv = pools.qv if pools.qv is not None else np.zeros(n.size)
+    inverse = ~pools.linear
+    n_acc = pools.n_accounts
+    n_cross = int(pools.unit.size - (pools.n_units - n_acc))
+    if n.size:
+        t = pad.tier(k, n)
+        rate = pad.mmr[k, t]
+        mm = n * rate - pad.amt[k, t]
+    else:
+        t = np.zeros(0, dtype=np.int64)
+        rate = mm = np.zeros(0)
+    mslope = np.where(inverse, 0.0, n * rate)
+    cols = {"instrument": k, "tier": t, "notional": n, "inverse": inverse}
+    h_pos, h_break, h_coef, h_dir = _hinges(insts, cols, shock_min, shock_max)
+    isolated = np.zeros(n.size, dtype=np.bool_)
+    isolated[n_cross:] = True
+    base = pools.base if pools.base is not None else pools.e0 - pools.upnl0
+    iso_margin = np.zeros(n.size)
+    iso_margin[n_cross:] = base[n_acc:]
+    fee = np.array([i.model.liquidation_fee_ratio for i in insts], dtype=np.float64)
+    impact = np.array([i.model.impact_coef for i in insts], dtype=np.float64)
+    depth = np.array([i.model.depth_usd for i in insts], dtype=np.float64)
+    fb = FlatBook(
+        n_accounts=n_acc,
+        n_units=pools.n_units,
+        unit=pools.unit,
+        account=pools.account,
+        instrument=k,
+        isolated=isolated,
+        size=pools.size,
+        entry=pools.entry,
+        qv=qv,
+        mark=pools.mark,
+        iso_margin=iso_margin,
+        inverse=inverse,
+        notional=n,
+        upnl=pools.upnl,
+        mm=mm,
+        mslope=mslope,
+        hinge_pos=h_pos,
+        hinge_break=h_break,
+        hinge_coef=h_coef,
+        hinge_dir=h_dir,
+        hinge_min=shock_min,
+        hinge_max=shock_max,
+        slices=[],
+        tables=[i.table for i in insts],
+        fee=fee,
+        impact=impact,
+        depth=depth,
+        fund_of_instrument=np.array([i.fund for i in insts], dtype=np.int64),
+        unit_base=base,
+        unit_account=np.concatenate((np.arange(n_acc), pools.account[n_cross:])),
+        n_funds=len(book.funds),
+    )
+    fb.fund = pools.fund
+    fb.cost_fee = n * fee[k]
+    fb.cost_impact = n * impact[k] * np.sqrt(n / depth[k])
+    return fb
+
+
 def _hinges(
     insts: list[InstrumentState],
     cols: dict[str, np.ndarray],
@@ -293,14 +365,24 @@ def mm_at_shock(fb: FlatBook, x: FloatArray) -> FloatArray:
             )
         return mm
     out = np.empty_like(x)
-    for k, (start, end) in enumerate(fb.slices):
-        if end > start:
-            n1 = np.where(
-                fb.inverse[start:end],
-                fb.notional[start:end],
-                fb.notional[start:end] * (1.0 + x[start:end]),
-            )
-            out[start:end] = fb.tables[k].maintenance_margin(n1)
+    if fb.slices:
+        for k, (start, end) in enumerate(fb.slices):
+            if end > start:
+                n1 = np.where(
+                    fb.inverse[start:end],
+                    fb.notional[start:end],
+                    fb.notional[start:end] * (1.0 + x[start:end]),
+                )
+                out[start:end] = fb.tables[k].maintenance_margin(n1)
+        return out
+    # positions not grouped by instrument (``flat_from_pools``): group them here
+    order = np.argsort(fb.instrument, kind="stable")
+    bounds = np.searchsorted(fb.instrument[order], np.arange(len(fb.tables) + 1))
+    for k in range(len(fb.tables)):
+        sel = order[bounds[k] : bounds[k + 1]]
+        if sel.size:
+            n1 = np.where(fb.inverse[sel], fb.notional[sel], fb.notional[sel] * (1.0 + x[sel]))
+            out[sel] = fb.tables[k].maintenance_margin(n1)
     return out
 
 
@@ -774,7 +856,7 @@ def compute_partials(
             [float(grid[-1]), x_id]
             + [max([sc.default_shock, *sc.shocks.values()]) for sc in config.scenarios.values()]
         )
-        fb = flatten(book, lo, hi)
+        fb = flat_from_pools(book, pools, lo, hi)
         units = _units_of(pools, fb)
         for name, scenario in config.scenarios.items():
             x = np.array([scenario.shock_of(n) for n in names], dtype=np.float64)
