@@ -372,10 +372,6 @@ def _accumulate_ranges(
     arrays: ranges from index 0 enter a dense sum, the others an event at their start; ends
     before the grid's end are events. The LAST coefficient counts active rows (weight-free,
     exact), so that sums over no active row are exactly 0.
-
-    Events are expanded once to (fund, share) pairs — one pair for a single-fund row, one per
-    fund for the few multi-fund rows — and each coefficient is then ONE ``bincount`` over the
-    flat (fund × grid) index.
     """
     bases, rows, poss, signs = [], [], [], []
     for st, en in zip(starts, ends, strict=True):
@@ -392,46 +388,20 @@ def _accumulate_ranges(
     nf = wt.shape[0]
     size = count + 1
     last = len(coefs) - 1
-    # per row: number of funds, the (first) fund with a share and that share
-    n_f = nzt.sum(axis=0)
-    prim = np.argmax(nzt, axis=0)
-    prim_w = wt[prim, np.arange(wt.shape[1])]
-    multi_row = n_f > 1
-    mr = multi_row[ev_row]
-    if mr.any():
-        one = np.flatnonzero(~mr)
-        many = np.flatnonzero(mr)
-        e_idx = [one]
-        e_fund = [prim[ev_row[one]]]
-        e_w = [prim_w[ev_row[one]]]
-        e_nz = [nzt[e_fund[0], ev_row[one]]]
-        for f in range(nf):
-            wf = wt[f, ev_row[many]]
-            sel = np.flatnonzero(wf > 0)
-            e_idx.append(many[sel])
-            e_fund.append(np.full(sel.size, f, dtype=np.int64))
-            e_w.append(wf[sel])
-            e_nz.append(np.ones(sel.size))
-        ix = np.concatenate(e_idx)
-        ev_row, ev_pos, ev_sign = ev_row[ix], ev_pos[ix], ev_sign[ix]
-        fund = np.concatenate(e_fund)
-        w = np.concatenate(e_w)
-        nz = np.concatenate(e_nz)
-    else:
-        fund = prim[ev_row]
-        w = prim_w[ev_row]
-        nz = nzt[fund, ev_row]
-    flat = fund * size + ev_pos
-    ws = w * ev_sign
-    # ranges from index 0: dense (funds × rows) · (rows × coefficients)
-    wb = wt[:, base]
-    out = []
-    for i, c in enumerate(coefs):
-        if i == last:
-            d = _bincount(flat, ev_sign * nz, nf * size).reshape(nf, size)
-            d[:, 0] += nzt[:, base].sum(axis=1)
-        else:
-            d = _bincount(flat, ws * c[ev_row], nf * size).reshape(nf, size)
-            d[:, 0] += wb @ c[base]
-        out.append(np.cumsum(d, axis=1)[:, :count])
-    return out
+    ds = [np.zeros((nf, size)) for _ in coefs]
+    cbase = [c[base] for c in coefs[:last]]
+    vals = [ev_sign * c[ev_row] for c in coefs[:last]]
+    for f in range(nf):
+        wf = wt[f]
+        wb = wf[base]
+        we = wf[ev_row]
+        for i in range(len(coefs)):
+            d = ds[i]
+            if i == last:
+                nz = nzt[f]
+                d[f, 0] = float(np.add.reduce(nz[base]))
+                d[f] += _bincount(ev_pos, ev_sign * nz[ev_row], size)
+            else:
+                d[f, 0] = float(np.add.reduce(wb * cbase[i]))
+                d[f] += _bincount(ev_pos, vals[i] * we, size)
+    return [np.cumsum(d, axis=1)[:, :count] for d in ds]
