@@ -37,6 +37,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from streams.engine.rejections import RejectReason
+
 # ---------------------------------------------------------------------------------------------
 # Bounded label values
 # ---------------------------------------------------------------------------------------------
@@ -437,7 +439,7 @@ class RiskMetrics:
         snapshot: Callable[[], MetricsSnapshot | None] | None = None,
         *,
         topics: Iterable[str] = DEFAULT_TOPICS,
-        reasons: Iterable[str] = (),
+        reasons: Iterable[str] = tuple(RejectReason),
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -469,7 +471,7 @@ class RiskMetrics:
         reasons = tuple(str(getattr(r, "value", r)) for r in reasons)
         for topic in topics:
             self.events_total.labels(topic=topic)
-            for reason in reasons:  # e.g. RejectReason: series exist at 0 before the first one
+            for reason in reasons:  # every RejectReason exists at 0 before the first rejection
                 self.events_rejected_total.labels(topic=topic, reason=reason)
         self.worker_ready.set(0)
         self.registry.register(SnapshotCollector(snapshot if snapshot is not None else self.latest))

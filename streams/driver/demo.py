@@ -22,7 +22,6 @@ from streams.driver.inprocess import InProcessDriver, VenueReportPoint
 from streams.driver.replay import engine_config
 from streams.driver.view import AccountRow, AdlRow, DemoView, render
 from streams.engine.engine import RiskEngine
-from streams.engine.rejections import RejectReason
 from streams.engine.states import StateTransition
 from streams.sim.liquidator import VenueLiquidator
 from streams.sim.prices import CrashSpec, PricePathConfig, price_path
@@ -100,7 +99,7 @@ class Demo:
         )
         self.engine = RiskEngine(engine_config())
         self.liquidator = VenueLiquidator(self.venue)
-        self.metrics = RiskMetrics(reasons=RejectReason)
+        self.metrics = RiskMetrics()
         self.crash = CrashSpec(
             start_s=args.crash_at, duration_s=60.0 * args.crash_minutes, depth=args.crash_depth
         )
