@@ -68,6 +68,17 @@ async def apply_with_sync(apply: Callable[[], T]) -> T:
         raise InternalError(str(exc)) from exc
 
 
+async def engine_for(partition: int) -> Any:
+    """``runtime.engine_for`` for an agent: a failure to build the engine (a bug) is logged and
+    turned into :class:`InternalError` (the event is skipped, the agent keeps running; the
+    next event of the partition tries the build again)."""
+    try:
+        return await runtime.engine_for(partition)
+    except Exception as exc:
+        log.exception("engine of partition %s could not be built; event skipped", partition)
+        raise InternalError(str(exc)) from exc
+
+
 class InternalError(Exception):
     """An engine bug on one event (logged); the event is skipped, the stream goes on."""
 

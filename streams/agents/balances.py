@@ -16,6 +16,7 @@ from streams.agents._inputs import (
     BATCH_WITHIN_S,
     InternalError,
     apply_with_sync,
+    engine_for,
     reject,
     validate,
     write_table,
@@ -33,29 +34,34 @@ async def handle_batch(events: Sequence[faust.EventT]) -> None:
     transitions: dict[int, list[Any]] = {}
     accepted = 0
     lags: list[float] = []
-    for event in events:
-        update = await validate(EventKind.BALANCE, event)
-        if update is None:
-            continue
-        assert isinstance(update, BalanceUpdate)
-        partition = event.message.partition
-        engine = await runtime.engine_for(partition)
-        try:
-            out = await apply_with_sync(lambda: engine.apply_balance(update))  # noqa: B023
-        except InternalError:
-            continue
-        except RejectedEvent as exc:
-            await reject(EventKind.BALANCE, event, exc.rejection)
-            continue
-        pending[update.account] = (
-            event,
-            {"partition": partition, "balance": update.model_dump(mode="json")},
-        )
-        accepted += 1
-        lags.append(update.ts_event)
-        if out:
-            transitions.setdefault(partition, []).extend(out)
-    await write_table(balances_table, pending)
+    try:
+        for event in events:
+            update = await validate(EventKind.BALANCE, event)
+            if update is None:
+                continue
+            assert isinstance(update, BalanceUpdate)
+            partition = event.message.partition
+            try:
+                engine = await engine_for(partition)
+                out = await apply_with_sync(lambda: engine.apply_balance(update))  # noqa: B023
+            except InternalError:
+                continue
+            except RejectedEvent as exc:
+                await reject(EventKind.BALANCE, event, exc.rejection)
+                continue
+            pending[update.account] = (
+                event,
+                {"partition": partition, "balance": update.model_dump(mode="json")},
+            )
+            accepted += 1
+            lags.append(update.ts_event)
+            if out:
+                transitions.setdefault(partition, []).extend(out)
+    finally:
+        # what the engines already applied reaches the table even if the batch fails midway
+        # (a redelivered batch is rejected as duplicate by the engine: it would never be
+        # written otherwise)
+        await write_table(balances_table, pending)
     runtime.accepted_batch(EventKind.BALANCE, accepted, lags)
     for partition, items in transitions.items():
         await runtime.emit(items, partition)

@@ -19,6 +19,7 @@ from streams.agents._inputs import (
     BATCH_WITHIN_S,
     InternalError,
     apply_with_sync,
+    engine_for,
     reject,
     validate,
     write_table,
@@ -44,28 +45,33 @@ async def handle_batch(events: Sequence[faust.EventT]) -> None:
     transitions: dict[int, list[Any]] = {}
     accepted = 0
     lags: list[float] = []
-    for event in events:
-        update = await validate(EventKind.POSITION, event)
-        if update is None:
-            continue
-        assert isinstance(update, PositionUpdate)
-        partition = event.message.partition
-        engine = await runtime.engine_for(partition)
-        try:
-            out = await apply_with_sync(lambda: engine.apply_position(update))  # noqa: B023
-        except InternalError:
-            continue
-        except RejectedEvent as exc:
-            await reject(EventKind.POSITION, event, exc.rejection)
-            continue
-        prev = pending.get(update.account)
-        old = prev[1] if prev is not None else positions_table.get(update.account)
-        pending[update.account] = (event, table_value(old, update, partition))
-        accepted += 1
-        lags.append(update.ts_event)
-        if out:
-            transitions.setdefault(partition, []).extend(out)
-    await write_table(positions_table, pending)
+    try:
+        for event in events:
+            update = await validate(EventKind.POSITION, event)
+            if update is None:
+                continue
+            assert isinstance(update, PositionUpdate)
+            partition = event.message.partition
+            try:
+                engine = await engine_for(partition)
+                out = await apply_with_sync(lambda: engine.apply_position(update))  # noqa: B023
+            except InternalError:
+                continue
+            except RejectedEvent as exc:
+                await reject(EventKind.POSITION, event, exc.rejection)
+                continue
+            prev = pending.get(update.account)
+            old = prev[1] if prev is not None else positions_table.get(update.account)
+            pending[update.account] = (event, table_value(old, update, partition))
+            accepted += 1
+            lags.append(update.ts_event)
+            if out:
+                transitions.setdefault(partition, []).extend(out)
+    finally:
+        # what the engines already applied reaches the table even if the batch fails midway
+        # (a redelivered batch is rejected as duplicate by the engine: it would never be
+        # written otherwise)
+        await write_table(positions_table, pending)
     runtime.accepted_batch(EventKind.POSITION, accepted, lags)
     for partition, items in transitions.items():
         await runtime.emit(items, partition)

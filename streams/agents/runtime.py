@@ -23,6 +23,8 @@ from dataclasses import asdict, is_dataclass
 from enum import Enum
 from typing import Any
 
+from prometheus_client import Counter
+
 from streams.adapters.metrics import MetricsSnapshot, RiskMetrics, VenueSnapshot
 from streams.agents import deadletters
 from streams.app import (
@@ -113,6 +115,15 @@ class Runtime:
     def reset(self) -> None:
         """Fresh state and a fresh metrics registry (start-up; agent tests)."""
         self.metrics = RiskMetrics(snapshot=self.snapshot)
+        # table rows an engine rebuild could not apply (malformed row or engine bug), per table
+        self.rebuild_rows_skipped = Counter(
+            "riskmon_rebuild_rows_skipped",
+            "Table rows skipped while rebuilding a partition's engine, per table.",
+            ["table"],
+            registry=self.metrics.registry,
+        )
+        for table in ("positions", "balances"):
+            self.rebuild_rows_skipped.labels(table=table)
         for collector in self.collectors:
             self.metrics.registry.register(collector)
         self._accepted: dict[EventKind, Any] = {}
@@ -226,23 +237,32 @@ class Runtime:
             try:
                 engine.apply_balance(BalanceUpdate.model_validate(value["balance"]))
                 n_bal += 1
-            except (RejectedEvent, ValueError) as exc:
-                log.warning("rebuild: balance skipped: %s", exc)
+            except Exception as exc:  # a malformed row or an engine bug: skip the row, not all
+                self._rebuild_skipped("balances", _account, exc)
         for _account, value in _table_items(positions_table):
             if not value or value.get("partition") != partition:
                 continue
-            rows = sorted(value["positions"].values(), key=lambda r: int(r["seq"]))
+            try:
+                rows = sorted(value["positions"].values(), key=lambda r: int(r["seq"]))
+            except Exception as exc:
+                self._rebuild_skipped("positions", _account, exc)
+                continue
             for row in rows:
                 try:
                     engine.apply_position(PositionUpdate.model_validate(row))
                     n_pos += 1
-                except (RejectedEvent, ValueError) as exc:
-                    log.warning("rebuild: position skipped: %s", exc)
+                except Exception as exc:
+                    self._rebuild_skipped("positions", _account, exc)
         log.info(
             "engine rebuilt",
             extra={"partition": partition, "balances": n_bal, "positions": n_pos},
         )
         return engine
+
+    def _rebuild_skipped(self, table: str, account: Any, exc: Exception) -> None:
+        self.rebuild_rows_skipped.labels(table=table).inc()
+        level = logging.WARNING if isinstance(exc, RejectedEvent | ValueError) else logging.ERROR
+        log.log(level, "rebuild: %s row of %r skipped: %r", table, account, exc)
 
     async def engine_for(self, partition: int) -> RiskEngine:
         """The engine of an assigned partition (built on first use if the rebuild has not run)."""

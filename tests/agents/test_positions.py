@@ -197,3 +197,75 @@ async def test_engine_bug_skips_the_event_not_the_stream(
     assert "bad" not in positions_table.data
     assert {"ok-1", "ok-2"} <= set(positions_table.data)
     assert accepted("positions") == 2
+
+
+async def test_rebuild_skips_malformed_rows_and_counts_them(venue: Outbox) -> None:
+    async with balances_agent.test_context() as agent:
+        await agent.put(value=bal("good", wallet=5_000.0), key=b"good", partition=1)
+    async with positions_agent.test_context() as agent:
+        await agent.put(value=pos("good", size=1.0), key=b"good", partition=1)
+    # rows a previous version (or a bug) left behind: missing fields, wrong shapes
+    balances_table.data["bad-b"] = {"partition": 1}  # KeyError
+    positions_table.data["bad-p"] = {"partition": 1, "positions": {"BTCUSDT": {"size": 1.0}}}
+    positions_table.data["bad-q"] = {"partition": 1, "positions": None}  # AttributeError
+    runtime.on_assignment({0}, generation=2)
+    runtime.on_assignment({0, 1}, generation=3)
+    await runtime.rebuild_assigned()
+    rebuilt = runtime.engines[1]
+    good = rebuilt.account("good")
+    assert good is not None and good.equity_usd == pytest.approx(5_000.0)
+    skipped = "riskmon_rebuild_rows_skipped_total"
+    assert runtime.metrics.sample(skipped, {"table": "balances"}) == 1
+    assert runtime.metrics.sample(skipped, {"table": "positions"}) == 2
+    assert runtime.metrics.sample("riskmon_worker_ready") == 1.0
+
+
+async def test_engine_build_failure_skips_the_event_not_the_stream(
+    venue: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = runtime.build_engine
+
+    def boom(partition: int) -> Any:
+        if partition == 5:
+            raise RuntimeError("engine bug")
+        return real(partition)
+
+    monkeypatch.setattr(runtime, "build_engine", boom)
+    async with positions_agent.test_context() as agent:
+        await agent.put(value=pos("x"), key=b"x", partition=5)
+        await agent.put(value=pos("ok"), key=b"ok", partition=0)
+    assert 5 not in runtime.engines
+    assert "x" not in positions_table.data and "ok" in positions_table.data
+    assert accepted("positions") == 1
+
+
+@pytest.mark.parametrize("topic", ["positions", "balances"])
+async def test_table_written_for_applied_events_when_the_batch_fails(
+    venue: Outbox, monkeypatch: pytest.MonkeyPatch, topic: str
+) -> None:
+    from streams.agents import balances, positions
+
+    module = positions if topic == "positions" else balances
+    body = pos if topic == "positions" else bal
+    table = positions_table if topic == "positions" else balances_table
+
+    class Msg:
+        def __init__(self, offset: int) -> None:
+            self.topic, self.partition, self.offset = topic, 0, offset
+
+    class Ev:
+        def __init__(self, value: bytes, key: bytes, offset: int) -> None:
+            self.value, self.key, self.message = value, key, Msg(offset)
+
+    # the 2nd event is rejected and its dead letter cannot be sent: the batch raises midway
+    venue.dead_letters.side_effect = RuntimeError("broker down")
+    events = [Ev(body("a1"), b"a1", 0), Ev(b"{bad", b"a2", 1), Ev(body("a3"), b"a3", 2)]
+    with pytest.raises(RuntimeError, match="broker down"):
+        await module.handle_batch(events)
+    assert "a1" in table.data  # applied by the engine -> in the table
+    assert "a3" not in table.data  # never reached
+    # redelivery: a1 is now a duplicate for the engine, a3 is applied
+    venue.dead_letters.side_effect = None
+    await module.handle_batch(events)
+    assert {"a1", "a3"} <= set(table.data)
+    assert [e["reason"] for e in venue.dlq()][-2:] == ["duplicate", "malformed"]
