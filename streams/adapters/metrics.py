@@ -150,13 +150,16 @@ def _get(obj: Any, *names: str, default: Any = None) -> Any:
 
 
 def _num(value: Any, default: float = 0.0) -> float:
+    """A float from a report field: ``default`` when missing or not a number; NaN when the
+    value is not finite (NaN or ±inf = unknown, never 0: the collector skips such samples
+    instead of exporting a reassuring figure)."""
     if value is None:
         return default
     try:
         out = float(value)
     except (TypeError, ValueError):
         return default
-    return out if not math.isnan(out) else default
+    return out if math.isfinite(out) else math.nan
 
 
 def scenario_figures(
@@ -166,66 +169,35 @@ def scenario_figures(
     adl_queue_notional: float | None = None,
 ) -> ScenarioFigures:
     """Socialized loss and haircut from bad debt, fund and profitable uPnL (contract rules,
-    as the engine's ``fund_report``): loss = max(0, bad − fund); haircut = loss / profit capped
-    at 1 (1 when there is a loss and no profit to take it from)."""
-    bad = max(0.0, bad_debt)
-    social = max(0.0, bad - fund_balance)
+    as the engine's ``fund_report``): loss = max(0, bad − max(fund, 0)) (a negative fund pays
+    nothing but adds no loss either); haircut = loss / profit capped at 1 (1 when there is a loss
+    and no profit to take it from). A NaN input makes what depends on it NaN (unknown, not
+    exported) instead of 0."""
+    nan = math.nan
+    bad = nan if math.isnan(bad_debt) else max(0.0, bad_debt)
+    profit = nan if math.isnan(profitable_upnl) else max(0.0, profitable_upnl)
+    if math.isnan(bad) or math.isnan(fund_balance):
+        return ScenarioFigures(bad, nan, nan, profit, adl_queue_notional)
+    social = max(0.0, bad - max(fund_balance, 0.0))
     if social <= 0:
         haircut = 0.0
+    elif math.isnan(profit):
+        haircut = nan
     else:
-        haircut = 1.0 if profitable_upnl <= 0 else min(1.0, social / profitable_upnl)
-    return ScenarioFigures(bad, social, haircut, max(0.0, profitable_upnl), adl_queue_notional)
+        haircut = 1.0 if profit <= 0 else min(1.0, social / profit)
+    return ScenarioFigures(bad, social, haircut, profit, adl_queue_notional)
 
 
 def _shock_value(value: Any) -> float:
+    """Exhaustion shock: ``None`` or +inf = no shock within the grid exhausts the fund (+Inf is
+    exported, by contract); NaN/-inf/non-numbers = unknown (NaN, not exported)."""
     if value is None:
         return math.inf
-    return _num(value, math.inf)
-
-
-@dataclass(frozen=True, slots=True)
-class ScenarioRow:
-    """A scenario's raw figures as read from a report (before selection)."""
-
-    name: str
-    bad_debt_usd: float
-    profitable_upnl_usd: float
-    adl_queue_notional_usd: float
-    socialized_loss_usd: float | None = None
-    haircut_ratio: float | None = None
-
-
-def fund_figures(
-    fund: str,
-    balance_usd: float,
-    liquidatable_notional_usd: float,
-    shock_down: float | None,
-    shock_up: float | None,
-    rows: Iterable[ScenarioRow],
-) -> FundFigures:
-    """Assemble :class:`FundFigures`; missing socialized/haircut values follow the contract."""
-    scenarios: dict[str, ScenarioFigures] = {}
-    for row in rows:
-        derived = scenario_figures(
-            row.bad_debt_usd, balance_usd, row.profitable_upnl_usd, row.adl_queue_notional_usd
-        )
-        scenarios[row.name] = ScenarioFigures(
-            derived.projected_bad_debt_usd,
-            derived.socialized_loss_usd
-            if row.socialized_loss_usd is None
-            else row.socialized_loss_usd,
-            derived.haircut_ratio if row.haircut_ratio is None else row.haircut_ratio,
-            derived.profitable_upnl_usd,
-            derived.adl_queue_notional_usd,
-        )
-    return FundFigures(
-        fund,
-        balance_usd,
-        liquidatable_notional_usd,
-        _shock_value(shock_down),
-        _shock_value(shock_up),
-        scenarios,
-    )
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return out if math.isfinite(out) or out == math.inf else math.nan
 
 
 def fund_figures_from_report(
@@ -400,19 +372,30 @@ class SnapshotCollector(Collector):
             "Notional the auto-deleveraging queue would close to absorb the socialized loss.",
             ["fund", "scenario"],
         )
+
+        # A non-finite figure is unknown: its sample is left out (an absent series, which the
+        # alerts' absent()/staleness rules see) rather than exported as NaN or ±Inf. The one
+        # exception is the exhaustion shock's +Inf: "no shock within the grid exhausts the fund".
+        def add(fam: GaugeMetricFamily, labels: list[str], value: float | None) -> None:
+            if value is not None and math.isfinite(value):
+                fam.add_metric(labels, value)
+
+        def add_shock(labels: list[str], value: float) -> None:
+            if math.isfinite(value) or value == math.inf:
+                shock.add_metric(labels, value)
+
         for f in sorted(venue.funds, key=lambda f: f.fund):
-            balance.add_metric([f.fund], f.balance_usd)
-            liq.add_metric([f.fund], f.liquidatable_notional_usd)
-            shock.add_metric([f.fund, "down"], f.exhaustion_shock_down)
-            shock.add_metric([f.fund, "up"], f.exhaustion_shock_up)
+            add(balance, [f.fund], f.balance_usd)
+            add(liq, [f.fund], f.liquidatable_notional_usd)
+            add_shock([f.fund, "down"], f.exhaustion_shock_down)
+            add_shock([f.fund, "up"], f.exhaustion_shock_up)
             for name in sorted(f.scenarios):
                 s = f.scenarios[name]
-                bad.add_metric([f.fund, name], s.projected_bad_debt_usd)
-                social.add_metric([f.fund, name], s.socialized_loss_usd)
-                haircut.add_metric([f.fund, name], s.haircut_ratio)
-                profit.add_metric([f.fund, name], s.profitable_upnl_usd)
-                if s.adl_queue_notional_usd is not None:
-                    adl.add_metric([f.fund, name], s.adl_queue_notional_usd)
+                add(bad, [f.fund, name], s.projected_bad_debt_usd)
+                add(social, [f.fund, name], s.socialized_loss_usd)
+                add(haircut, [f.fund, name], s.haircut_ratio)
+                add(profit, [f.fund, name], s.profitable_upnl_usd)
+                add(adl, [f.fund, name], s.adl_queue_notional_usd)
         yield from (balance, liq, shock, bad, social, haircut, profit, adl)
         if venue.ts_event is not None:
             yield GaugeMetricFamily(

@@ -186,4 +186,103 @@ def test_serve_over_http() -> None:
     assert 'riskmon_accounts{state="healthy"} 3.0' in body
     assert 'riskmon_projected_bad_debt_usd{fund="main",scenario="current"} 400.0' in body
     assert "riskmon_event_lag_seconds_bucket" in body
-    pytest.importorskip("prometheus_client.parser")
+
+
+def test_socialized_loss_is_clamped_when_the_fund_is_negative() -> None:
+    # a negative fund pays nothing, but socialized loss never exceeds the bad debt
+    fig = scenario_figures(100.0, -50.0, 1_000.0)
+    assert fig.socialized_loss_usd == 100.0
+    assert fig.haircut_ratio == pytest.approx(0.1)
+    assert scenario_figures(0.0, -50.0, 1_000.0).socialized_loss_usd == 0.0
+    assert scenario_figures(100.0, 30.0, 1_000.0).socialized_loss_usd == 70.0
+
+
+def test_nan_inputs_stay_unknown_in_scenario_figures() -> None:
+    fig = scenario_figures(math.nan, 10.0, 100.0)
+    assert math.isnan(fig.projected_bad_debt_usd) and math.isnan(fig.socialized_loss_usd)
+    assert math.isnan(scenario_figures(100.0, math.nan, 100.0).socialized_loss_usd)
+    assert math.isnan(scenario_figures(100.0, 10.0, math.nan).haircut_ratio)
+
+
+class _Report:
+    """Duck-typed engine FundReport with chosen (possibly non-finite) figures."""
+
+    def __init__(self, **kw: object) -> None:
+        self.fund = "main"
+        self.balance_usd = 1_000.0
+        self.liquidatable_notional_usd = 0.0
+        self.bad_debt_usd = 0.0
+        self.socialized_loss_usd = 0.0
+        self.haircut_ratio = 0.0
+        self.profitable_upnl_usd = 0.0
+        self.exhaustion_shock_down = 0.2
+        self.exhaustion_shock_up = None
+        self.adl = None
+        self.scenarios: dict[str, object] = {}
+        self.__dict__.update(kw)
+
+
+def _publish(report: _Report) -> RiskMetrics:
+    m = RiskMetrics()
+    fig = fund_figures_from_report(report, ())
+    m.publish(MetricsSnapshot({}, venue=VenueSnapshot((fig,))))
+    return m
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_usd_figures_are_skipped_not_exported(bad: float) -> None:
+    m = _publish(_Report(bad_debt_usd=bad, balance_usd=bad, socialized_loss_usd=5.0))
+    current = {"fund": "main", "scenario": "current"}
+    # NaN used to be exported as 0 (hiding risk) and ±inf passed through: now absent
+    assert m.sample("riskmon_projected_bad_debt_usd", current) is None
+    assert m.sample("riskmon_insurance_fund_balance_usd", {"fund": "main"}) is None
+    # the finite figures of the same fund are still exported
+    assert m.sample("riskmon_socialized_loss_usd", current) == 5.0
+    assert m.sample("riskmon_liquidatable_notional_usd", {"fund": "main"}) == 0.0
+
+
+def test_no_nan_in_the_exposition() -> None:
+    m = _publish(_Report(bad_debt_usd=math.nan, haircut_ratio=math.nan))
+    m.publish(
+        MetricsSnapshot(
+            {},
+            venue=VenueSnapshot(
+                (
+                    FundFigures(
+                        "x",
+                        math.nan,
+                        1.0,
+                        math.nan,
+                        -math.inf,
+                        {
+                            "current": ScenarioFigures(
+                                math.nan, math.inf, math.nan, -math.inf, math.nan
+                            )
+                        },
+                    ),
+                )
+            ),
+        )
+    )
+    from prometheus_client import generate_latest
+
+    body = generate_latest(m.registry).decode()
+    values = [line.rsplit(" ", 1)[1] for line in body.splitlines() if not line.startswith("#")]
+    assert "NaN" not in values
+    # -Inf shock is unknown too; this snapshot has no +Inf shock
+    assert "+Inf" not in values and "-Inf" not in values
+    assert 'riskmon_liquidatable_notional_usd{fund="x"} 1.0' in body
+
+
+def test_only_the_exhaustion_shock_exports_plus_inf() -> None:
+    m = _publish(_Report(exhaustion_shock_down=math.inf, exhaustion_shock_up=None))
+    for direction in ("down", "up"):  # None = no shock within the grid exhausts the fund
+        labels = {"fund": "main", "direction": direction}
+        assert m.sample("riskmon_fund_exhaustion_shock_ratio", labels) == math.inf
+    m = _publish(_Report(exhaustion_shock_down=math.nan, exhaustion_shock_up=-math.inf))
+    for direction in ("down", "up"):
+        labels = {"fund": "main", "direction": direction}
+        assert m.sample("riskmon_fund_exhaustion_shock_ratio", labels) is None
+    m = _publish(_Report(exhaustion_shock_down=0.0))
+    labels = {"fund": "main", "direction": "down"}
+    assert m.sample("riskmon_fund_exhaustion_shock_ratio", labels) == 0.0
