@@ -226,7 +226,10 @@ def figures(report: FundReport) -> FundFigures:
 
 
 def venue_snapshot() -> VenueSnapshot:
-    ts = [t.ts_event for t in runtime.ref.marks.values()]
+    # known instruments only (as Runtime.snapshot): a tick for an unknown instrument (rejected,
+    # maybe far in the future) must not pin the venue timestamp
+    known = runtime.ref.instruments
+    ts = [t.ts_event for name, t in runtime.ref.marks.items() if name in known]
     return VenueSnapshot(
         funds=tuple(figures(r) for r in venue_reports().values()),
         ts_event=max(ts) if ts else None,

@@ -201,14 +201,17 @@ class ReferenceReader:
     def _apply(self, topic: str, key: bytes | None, value: bytes | None) -> list[Any]:
         kind = self.kinds[topic]
         parsed = parse(kind, value or b"", key)
-        if isinstance(parsed, Rejection) or self.runtime.reference_rejection(kind, parsed):
-            # Unknown-instrument ticks are still cached: an instrument fetched later uses them.
-            if not isinstance(parsed, Rejection):
-                self.runtime.apply_reference(parsed)
+        if isinstance(parsed, Rejection):
             self.skipped += 1
             return []
-        self.applied += 1
         try:
+            if self.runtime.reference_rejection(kind, parsed):
+                # Unknown-instrument ticks are still cached (bounded): an instrument fetched
+                # later uses them.
+                self.skipped += 1
+                self.runtime.apply_reference(parsed)
+                return []
+            self.applied += 1
             return self.runtime.apply_reference(parsed)
         except Exception:  # an engine bug on one event must not stop the reader
             log.exception("applying a reference event failed", extra={"topic": topic})

@@ -59,12 +59,21 @@ TOPIC_LABEL: dict[EventKind, str] = {
 }
 
 
+# Ticks of unknown instruments kept for a later upsert of the instrument (see Reference).
+MAX_PENDING_MARKS = 10_000
+
+
 class Reference:
     """What every worker needs in full: instruments, latest marks, latest fund balances."""
 
     def __init__(self) -> None:
         self.instruments: dict[str, Instrument] = {}
-        self.marks: dict[str, PriceTick] = {}  # valid ticks, also for not-yet-known instruments
+        self.marks: dict[str, PriceTick] = {}  # latest valid tick per KNOWN instrument
+        # Latest valid tick of instruments not known (yet), only for a later upsert of that
+        # instrument; bounded (oldest update evicted first): arbitrary instrument names must not
+        # grow the worker's memory without limit.
+        self.pending_marks: dict[str, PriceTick] = {}
+        self.max_pending_marks = MAX_PENDING_MARKS
         self.funds: dict[str, FundUpdate] = {}
         self.ready = asyncio.Event()  # set once the reader caught up with the topics' ends
         # Set by the reader: wait until it has applied every instrument published so far.
@@ -76,6 +85,26 @@ class Reference:
         if self.sync_hook is None:
             return False
         return await self.sync_hook()
+
+    def cache_mark(self, tick: PriceTick) -> None:
+        """Keep ``tick`` as its instrument's latest mark (bounded if the instrument is unknown)."""
+        name = tick.instrument
+        if name in self.instruments:
+            self.marks[name] = tick
+            return
+        pending = self.pending_marks
+        pending.pop(name, None)  # re-inserted last: evicted after every less recent update
+        pending[name] = tick
+        while len(pending) > self.max_pending_marks:
+            del pending[next(iter(pending))]
+
+    def known_instrument(self, inst: Instrument) -> PriceTick | None:
+        """Record an instrument upsert; its mark (a tick cached before it was known), if any."""
+        self.instruments[inst.instrument] = inst
+        pending = self.pending_marks.pop(inst.instrument, None)
+        if pending is not None:
+            self.marks[inst.instrument] = pending
+        return self.marks.get(inst.instrument)
 
     def fund_names(self) -> set[str]:
         return set(self.funds) | {inst.fund for inst in self.instruments.values()}
@@ -164,13 +193,12 @@ class Runtime:
         self.changes += 1
         transitions: list[Any] = []
         if isinstance(event, PriceTick):
-            self.ref.marks[event.instrument] = event
+            self.ref.cache_mark(event)
             if event.instrument in self.ref.instruments:
                 for engine in self.engines.values():
                     transitions.extend(engine.apply_price(event) or ())
         elif isinstance(event, Instrument):
-            self.ref.instruments[event.instrument] = event
-            mark = self.ref.marks.get(event.instrument)
+            mark = self.ref.known_instrument(event)
             for engine in self.engines.values():
                 transitions.extend(engine.upsert_instrument(event) or ())
                 if mark is not None:
@@ -190,7 +218,7 @@ class Runtime:
         """
         self.changes += 1
         for tick in ticks:
-            self.ref.marks[tick.instrument] = tick
+            self.ref.cache_mark(tick)
         known = [t for t in ticks if t.instrument in self.ref.instruments]
         transitions: list[Any] = []
         if len(known) == 1:

@@ -181,3 +181,9 @@ async def test_partials_are_computed_in_round_robin_slices(
     assert [await aggregate.partials_slice(now=101.0) for _ in parts] == [[] for _ in parts]
     runtime.changes += 1  # an input moved: due again
     assert await aggregate.partials_slice(now=102.0) != []
+
+
+async def test_venue_timestamp_ignores_ticks_of_unknown_instruments(loaded: Outbox) -> None:
+    known_ts = max(t.ts_event for t in runtime.ref.marks.values())
+    runtime.apply_reference(PriceTick(instrument="NOPE", mark_price=1.0, ts_event=4e9))
+    assert aggregate.venue_snapshot().ts_event == known_ts

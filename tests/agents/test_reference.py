@@ -77,7 +77,7 @@ async def test_invalid_prices_are_dead_lettered(
     assert env["topic"] == settings.topics.prices
     assert counts("prices") == (0.0, 1.0)
     # the group side never touches state
-    assert runtime.ref.marks == {}
+    assert runtime.ref.marks == {} and runtime.ref.pending_marks == {}
 
 
 async def test_valid_prices_counted_once(known: Outbox) -> None:
@@ -153,7 +153,8 @@ async def test_conflated_ticks_equal_tick_by_tick(outbox: Outbox) -> None:
     ]
     runtime.apply_ticks(ticks)
     reference = runtime.new_engine()  # seeded tick by tick from the cache
-    assert runtime.ref.marks["NEWUSDT"].mark_price == 1.0
+    assert runtime.ref.pending_marks["NEWUSDT"].mark_price == 1.0
+    assert "NEWUSDT" not in runtime.ref.marks
     for engine in runtime.engines.values():
         assert engine.mark("BTCUSDT") == reference.mark("BTCUSDT") == 55e3
         assert engine.mark("ETHUSDT") == reference.mark("ETHUSDT") == 2.7e3
@@ -191,3 +192,37 @@ async def test_price_batch_counts_valid_and_dead_letters_invalid_once(known: Out
     ]
     assert counts("prices") == (2.0, 2.0)
     assert runtime.ref.marks == {}  # counting never touches state
+
+
+def test_reader_survives_a_failure_on_an_unknown_instrument_tick(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = ReferenceReader(settings, runtime)
+
+    def boom(event: object) -> list[object]:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(runtime, "apply_reference", boom)
+    assert reader._apply(settings.topics.prices, b"NOPE", tick(name="NOPE")) == []
+    assert reader._apply(settings.topics.prices, b"BTCUSDT", tick()) == []  # reader goes on
+
+
+def test_unknown_instrument_marks_are_bounded(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams.engine.models import PriceTick
+
+    monkeypatch.setattr(runtime.ref, "max_pending_marks", 3)
+    for i in range(5):
+        runtime.apply_reference(PriceTick(instrument=f"U{i}", mark_price=1.0 + i, ts_event=1.0))
+    # U2 updated again: the most recent, evicted last
+    runtime.apply_ticks([PriceTick(instrument="U2", mark_price=9.0, ts_event=2.0)])
+    runtime.apply_reference(PriceTick(instrument="U5", mark_price=6.0, ts_event=1.0))
+    assert list(runtime.ref.pending_marks) == ["U4", "U2", "U5"]
+    assert runtime.ref.marks == {}
+    runtime.apply_reference(instrument("U2"))  # the cached tick is used by the upsert
+    assert runtime.ref.marks["U2"].mark_price == 9.0
+    assert "U2" not in runtime.ref.pending_marks
+    assert runtime.new_engine().mark("U2") == 9.0
+    runtime.apply_reference(instrument("U0"))  # evicted: no mark until the next tick
+    assert "U0" not in runtime.ref.marks
