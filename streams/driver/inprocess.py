@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from streams.adapters.metrics import (
     MetricsSnapshot,
@@ -139,12 +138,12 @@ class InProcessDriver:
         topic = TOPIC_OF.get(type(event), "unknown")
         result = self.engine.apply(event)
         self.stats.events += 1
-        if self.metrics is not None:
-            self.metrics.event(topic)
-            if self.lag is not None:
-                lag = self.lag(float(getattr(event, "ts_event", 0.0) or 0.0))
-                if lag is not None:
-                    self.metrics.observe_lag(lag)
+        if self.metrics is not None and self.lag is not None:
+            # Instruments carry no event time: no lag to observe (not a lag of "now - 0").
+            ts = getattr(event, "ts_event", None)
+            lag = self.lag(float(ts)) if ts is not None else None
+            if lag is not None:
+                self.metrics.observe_lag(lag)
         if isinstance(result, Rejection):
             reason = str(getattr(result.reason, "value", result.reason))
             self.stats.rejected += 1
@@ -152,6 +151,8 @@ class InProcessDriver:
             if self.metrics is not None:
                 self.metrics.rejected(topic, reason)
             return result
+        if self.metrics is not None:
+            self.metrics.event(topic)  # riskmon_events_total counts accepted events (as the worker)
         for t in result.transitions:
             self.stats.transitions += 1
             if t.current >= RiskState.LIQUIDATABLE:
@@ -226,6 +227,3 @@ def _empty_report(engine: RiskEngine, fund: str, balance: float) -> FundReport:
     )
     return fund_report(partial, balance, cfg)
 
-
-def describe_rejections(stats: DriverStats) -> dict[str, Any]:
-    return dict(sorted(stats.rejected_by_reason.items()))

@@ -162,3 +162,49 @@ def test_demo_cli_headless(capsys: pytest.CaptureFixture[str]) -> None:
     progress = [x for x in lines if x["event"] == "demo_progress"]
     assert progress, "no progress lines"
     assert set(progress[-1]["accounts"]) == set(STATES)
+
+
+def test_driver_counts_accepted_events_only_and_no_lag_without_event_time() -> None:
+    from streams.adapters.metrics import RiskMetrics
+    from streams.driver.inprocess import InProcessDriver
+    from streams.engine.engine import RiskEngine
+    from streams.engine.models import (
+        BalanceUpdate,
+        FundUpdate,
+        Instrument,
+        MarginTier,
+        PriceTick,
+    )
+    from streams.engine.rejections import Rejection
+
+    metrics = RiskMetrics()
+    lags: list[float] = []
+
+    def lag(ts: float) -> float:
+        lags.append(ts)
+        return 0.5
+
+    driver = InProcessDriver(RiskEngine(), metrics=metrics, report_every_s=1e9, lag=lag)
+    tiers = (MarginTier(floor_notional_usd=0, mmr=0.01, max_leverage=50),)
+    driver.feed(Instrument(instrument="BTCUSDT", tiers=tiers, fund="main"))
+    driver.feed(FundUpdate(fund="main", balance=100.0, ts_event=1.0))
+    driver.feed(PriceTick(instrument="BTCUSDT", mark_price=100.0, ts_event=2.0))
+    driver.feed(BalanceUpdate(account="a", wallet_balance=50.0, seq=2, ts_event=2.0))
+    stale = driver.feed(BalanceUpdate(account="a", wallet_balance=60.0, seq=1, ts_event=3.0))
+    assert driver.stats.rejected == 1, stale
+
+    def events(topic: str) -> float | None:
+        return metrics.sample("riskmon_events_total", {"topic": topic})
+
+    # the rejected balance is in the rejected counter only (as the worker counts)
+    assert events("balances") == 1
+    assert isinstance(stale, Rejection)
+    reason = str(stale.reason.value)
+    assert (
+        metrics.sample("riskmon_events_rejected_total", {"topic": "balances", "reason": reason})
+        == 1
+    )
+    assert events("instruments") == 1 and events("prices") == 1
+    # the Instrument (no ts_event) has no lag: 4 observations, none at event time 0
+    assert lags == [1.0, 2.0, 2.0, 3.0]
+    assert metrics.sample("riskmon_event_lag_seconds_count") == 4
