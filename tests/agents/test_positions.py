@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from typing import Any
 
@@ -114,6 +115,8 @@ async def test_invalid_position_is_dead_lettered_and_state_untouched(
     assert env["reason"] == reason
     assert env["original_bytes"] == raw
     assert base64.b64decode(env["original"]) == raw
+    assert env["original_size"] == len(raw) and env["original_truncated"] is False
+    assert env["original_sha256"] == hashlib.sha256(raw).hexdigest()
     assert env["topic"] == settings.topics.positions
     assert env["partition"] == 3
     assert env["key"] == key.decode()
@@ -269,3 +272,19 @@ async def test_table_written_for_applied_events_when_the_batch_fails(
     await module.handle_batch(events)
     assert {"a1", "a3"} <= set(table.data)
     assert [e["reason"] for e in venue.dlq()][-2:] == ["duplicate", "malformed"]
+
+
+async def test_huge_input_is_dead_lettered_with_a_capped_original(venue: Outbox) -> None:
+    from streams.agents.deadletters import ORIGINAL_MAX_BYTES
+
+    raw = b'{"account":"acct-1","pad":"' + b"x" * 1_000_000 + b'"}'  # ~1 MB: schema
+    async with positions_agent.test_context() as agent:
+        await agent.put(value=raw, key=b"acct-1", partition=0)
+    (call,) = venue.dead_letters.await_args_list
+    assert len(call.kwargs["value"]) < 512 * 1024  # far below max.message.bytes (1 MiB)
+    (env,) = venue.dlq()
+    assert env["reason"] == "schema"
+    assert env["original_bytes"] == raw[:ORIGINAL_MAX_BYTES]
+    assert env["original_truncated"] is True and env["original_size"] == len(raw)
+    assert env["original_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert rejected("schema") == 1
