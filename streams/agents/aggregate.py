@@ -151,6 +151,14 @@ def store_partial(msg: dict[str, Any], raw: str | None = None) -> bool:
 
 # table key -> ((generation, ts), parsed partial): parse each stored partial once
 _parsed: dict[str, tuple[tuple[int, float], FundPartial]] = {}
+# table key -> stamp of a stored partial that failed to parse (counted once, then skipped)
+_bad: dict[str, Any] = {}
+
+
+def _rejected_partial(stage: str, what: Any, exc: Exception) -> None:
+    """Count (``riskmon_partials_rejected_total{stage}``) and log a partial that is ignored."""
+    runtime.partials_rejected.labels(stage=stage).inc()
+    log.warning("ignoring malformed partial (%s) %r: %r", stage, what, exc)
 
 
 def latest_partials() -> dict[str, dict[int, FundPartial]]:
@@ -159,17 +167,35 @@ def latest_partials() -> dict[str, dict[int, FundPartial]]:
     n = settings.kafka.partitions
     live = set()
     for key, msg in list(partials_table.data.items()):
-        if not msg or int(msg["partition"]) >= n:
+        # Per key: one stored partial that cannot be read is skipped (and counted once per
+        # stored version), never the whole combination (that would freeze every fund's figures).
+        # Its fund then lacks that partition: riskmon_venue_source_partitions shows it.
+        version = (msg.get("generation"), msg.get("ts")) if isinstance(msg, dict) else None
+        if version is not None and _bad.get(key) == version:
+            live.add(key)
             continue
-        live.add(key)
-        stamp = (int(msg["generation"]), float(msg["ts"]))
-        cached = _parsed.get(key)
-        if cached is None or cached[0] != stamp:
-            body = loads(msg["raw"]) if "raw" in msg else msg
-            cached = _parsed[key] = (stamp, FundPartial.from_dict(body["partial"]))
-        out.setdefault(str(msg["fund"]), {})[int(msg["partition"])] = cached[1]
+        try:
+            if not msg or int(msg["partition"]) >= n:
+                continue
+            live.add(key)
+            stamp = (int(msg["generation"]), float(msg["ts"]))
+            cached = _parsed.get(key)
+            if cached is None or cached[0] != stamp:
+                body = loads(msg["raw"]) if "raw" in msg else msg
+                cached = _parsed[key] = (stamp, FundPartial.from_dict(body["partial"]))
+            fund, partition = str(msg["fund"]), int(msg["partition"])
+        except Exception as exc:
+            live.add(key)
+            _parsed.pop(key, None)
+            _bad[key] = version
+            _rejected_partial("table", key, exc)
+            continue
+        _bad.pop(key, None)
+        out.setdefault(fund, {})[partition] = cached[1]
     for key in set(_parsed) - live:
         del _parsed[key]
+    for key in set(_bad) - live:
+        del _bad[key]
     return out
 
 
@@ -400,6 +426,6 @@ async def combine_partials(stream: faust.StreamT[bytes]) -> None:
             dict(msg["partial"])
             raw = value.decode("utf-8") if isinstance(value, bytes) else json.dumps(msg)
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring malformed partial: %s", exc)
+            _rejected_partial("message", None, exc)
             continue
         store_partial(msg, raw)

@@ -153,6 +153,15 @@ class Runtime:
         )
         for table in ("positions", "balances"):
             self.rebuild_rows_skipped.labels(table=table)
+        # partials the combiner ignores: a malformed message, or a stored one it cannot read
+        self.partials_rejected = Counter(
+            "riskmon_partials_rejected",
+            "Partials ignored by the combining worker, per stage (message, table).",
+            ["stage"],
+            registry=self.metrics.registry,
+        )
+        for stage in ("message", "table"):
+            self.partials_rejected.labels(stage=stage)
         for collector in self.collectors:
             self.metrics.registry.register(collector)
         self._accepted: dict[EventKind, Any] = {}

@@ -187,3 +187,29 @@ async def test_venue_timestamp_ignores_ticks_of_unknown_instruments(loaded: Outb
     known_ts = max(t.ts_event for t in runtime.ref.marks.values())
     runtime.apply_reference(PriceTick(instrument="NOPE", mark_price=1.0, ts_event=4e9))
     assert aggregate.venue_snapshot().ts_event == known_ts
+
+
+async def test_a_bad_stored_partial_is_skipped_and_counted(loaded: Outbox) -> None:
+    await _combine(partial_messages(now=100.0))
+    await _combine([("main", {"garbage": True})])  # malformed message: counted, ignored
+    rejected = "riskmon_partials_rejected_total"
+    assert runtime.metrics.sample(rejected, {"stage": "message"}) == 1
+    good = aggregate.venue_reports()
+    # one stored partial that no longer parses (e.g. written by another version)
+    from streams.app import partials_table
+
+    key = next(k for k, v in partials_table.data.items() if v["fund"] == "main")
+    bad = dict(partials_table.data[key])
+    bad["raw"] = json.dumps({"partial": {"fund": "main", "bogus": 1}})
+    bad["ts"] = 101.0
+    partials_table.data[key] = bad
+    runtime.owns_partials = True
+    reports = aggregate.venue_reports()  # no exception: the other keys still combine
+    assert reports["alt"].bad_debt_usd == good["alt"].bad_debt_usd
+    assert reports["alt"].state_counts == good["alt"].state_counts
+    assert aggregate.latest_partials().keys() == {"main", "alt"}
+    assert len(aggregate.latest_partials()["main"]) == 3
+    assert runtime.metrics.sample(rejected, {"stage": "table"}) == 1  # counted once
+    refresh_venue()
+    assert runtime.metrics.sample("riskmon_venue_source_partitions", {"fund": "main"}) == 3
+    assert runtime.metrics.sample("riskmon_venue_source_partitions", {"fund": "alt"}) == 4
