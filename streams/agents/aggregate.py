@@ -37,13 +37,7 @@ import orjson
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from streams.adapters.metrics import (
-    SELECTED_GRID_SHOCKS,
-    FundFigures,
-    ScenarioFigures,
-    VenueSnapshot,
-    grid_scenario_name,
-)
+from streams.adapters.metrics import VenueSnapshot, fund_figures_from_report
 from streams.agents.runtime import runtime
 from streams.app import app, partials_table, partials_topic, settings
 from streams.engine.config import EngineConfig
@@ -211,53 +205,13 @@ def venue_reports() -> dict[str, FundReport]:
     return reports
 
 
-def _scenario(fig: Any, adl_notional: float = 0.0) -> ScenarioFigures:
-    return ScenarioFigures(
-        projected_bad_debt_usd=float(fig.bad_debt_usd),
-        socialized_loss_usd=float(fig.socialized_loss_usd),
-        haircut_ratio=float(fig.haircut_ratio),
-        profitable_upnl_usd=float(fig.profitable_upnl_usd),
-        adl_queue_notional_usd=adl_notional,
-    )
-
-
-def figures(report: FundReport) -> FundFigures:
-    """A :class:`FundReport` as the metrics adapter's :class:`FundFigures` (bounded scenarios)."""
-    scenarios: dict[str, ScenarioFigures] = {
-        "current": ScenarioFigures(
-            projected_bad_debt_usd=report.bad_debt_usd,
-            socialized_loss_usd=report.socialized_loss_usd,
-            haircut_ratio=report.haircut_ratio,
-            profitable_upnl_usd=report.profitable_upnl_usd,
-            adl_queue_notional_usd=report.adl.queue_notional_usd,
-        )
-    }
-    for name, fig in report.scenarios.items():
-        scenarios[name] = _scenario(fig)
-    grid = np.asarray(report.grid_shocks, dtype=np.float64)
-    for shock in SELECTED_GRID_SHOCKS:
-        if grid.size == 0:
-            break
-        i = int(np.argmin(np.abs(grid - shock)))
-        if abs(grid[i] - shock) < 1e-9:
-            scenarios[grid_scenario_name(shock)] = _scenario(report.grid[i])
-    return FundFigures(
-        fund=report.fund,
-        balance_usd=report.balance_usd,
-        liquidatable_notional_usd=report.liquidatable_notional_usd,
-        exhaustion_shock_down=report.exhaustion_shock_down,
-        exhaustion_shock_up=report.exhaustion_shock_up,
-        scenarios=scenarios,
-    )
-
-
 def venue_snapshot() -> VenueSnapshot:
     # known instruments only (as Runtime.snapshot): a tick for an unknown instrument (rejected,
     # maybe far in the future) must not pin the venue timestamp
     known = runtime.ref.instruments
     ts = [t.ts_event for name, t in runtime.ref.marks.items() if name in known]
     return VenueSnapshot(
-        funds=tuple(figures(r) for r in venue_reports().values()),
+        funds=tuple(fund_figures_from_report(r) for r in venue_reports().values()),
         ts_event=max(ts) if ts else None,
     )
 

@@ -213,3 +213,34 @@ async def test_a_bad_stored_partial_is_skipped_and_counted(loaded: Outbox) -> No
     refresh_venue()
     assert runtime.metrics.sample("riskmon_venue_source_partitions", {"fund": "main"}) == 3
     assert runtime.metrics.sample("riskmon_venue_source_partitions", {"fund": "alt"}) == 4
+
+
+async def test_venue_gauges_come_from_the_adapter_never_nan_nor_a_false_adl(
+    loaded: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import math
+
+    from prometheus_client import generate_latest
+
+    from streams.adapters.metrics import fund_figures_from_report
+
+    await _combine(partial_messages(now=100.0))
+    runtime.owns_partials = True
+    reports = aggregate.venue_reports()
+    snap = aggregate.venue_snapshot()
+    assert snap.funds == tuple(fund_figures_from_report(r) for r in reports.values())
+    refresh_venue()
+    m = runtime.metrics
+    adl = "riskmon_adl_queue_notional_usd"
+    assert m.sample(adl, {"fund": "main", "scenario": "current"}) is not None
+    # the ADL queue is only known at current marks: no (false 0) sample for a stress scenario
+    assert m.sample(adl, {"fund": "main", "scenario": "crash_30"}) is None
+    # a non-finite figure is left out, never exported as NaN
+    broken = dict(reports, main=dataclasses.replace(reports["main"], bad_debt_usd=math.nan))
+    monkeypatch.setattr(aggregate, "venue_reports", lambda: broken)
+    refresh_venue()
+    bad = "riskmon_projected_bad_debt_usd"
+    assert m.sample(bad, {"fund": "main", "scenario": "current"}) is None
+    assert m.sample(bad, {"fund": "alt", "scenario": "current"}) is not None
+    assert b"NaN" not in generate_latest(m.registry)
