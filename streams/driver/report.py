@@ -84,9 +84,11 @@ def fmt_duration(seconds: float) -> str:
     return f"{minutes} min"
 
 
-def fmt_usd(x: float | None) -> str:
+def fmt_usd(x: float | None, missing: str = "n/a") -> str:
+    """``$1.23M``-style amount (the report's and the demo view's one formatter); ``missing``
+    for None/NaN/±inf."""
     if x is None or not math.isfinite(x):
-        return "n/a"
+        return missing
     sign = "−" if x < 0 else ""
     x = abs(x)
     if x >= 1e9:

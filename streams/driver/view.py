@@ -18,6 +18,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from streams.driver.report import fmt_usd
+
 STATE_STYLE = {
     "healthy": "green",
     "watch": "yellow",
@@ -28,17 +30,7 @@ STATE_STYLE = {
 
 
 def usd(x: float | None) -> str:
-    if x is None or not math.isfinite(x):
-        return "—"
-    sign = "-" if x < 0 else ""
-    a = abs(x)
-    if a >= 1e9:
-        return f"{sign}${a / 1e9:.2f}B"
-    if a >= 1e6:
-        return f"{sign}${a / 1e6:.2f}M"
-    if a >= 1e3:
-        return f"{sign}${a / 1e3:.1f}k"
-    return f"{sign}${a:.0f}"
+    return fmt_usd(x, missing="—")
 
 
 def shock(x: float | None) -> str:

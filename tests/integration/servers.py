@@ -21,6 +21,7 @@ Everything here is plain Python (stdlib + aiokafka + PyYAML) so it can also be u
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import random
@@ -38,6 +39,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 import yaml
@@ -67,20 +69,18 @@ def unique_name(prefix: str = "it") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
+def _load_freeport() -> ModuleType:
+    """ops/freeport.py (the script ``make test`` uses for the stack's ports; ``ops`` is not a
+    package): one copy of the port-picking logic."""
+    path = REPO_ROOT / "ops" / "freeport.py"
+    spec = importlib.util.spec_from_file_location("riskmon_ops_freeport", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
+_freeport = _load_freeport()
 
 
 _handed_out: set[int] = set()
@@ -88,18 +88,18 @@ _handed_out_lock = threading.Lock()
 
 
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (same logic as ``ops/freeport.py``).
+    """A free TCP port on 127.0.0.1 (``ops/freeport.py``'s range and bind check).
 
     Drawn at random from below the kernel's ephemeral port range, so neither an outgoing
     connection nor a concurrent test run is likely to take it before the server binds it.
     Never returns the same port twice within one process.
     """
-    low, high = 20000, max(21000, _ephemeral_low() - 1)
+    low, high = 20000, max(21000, _freeport._ephemeral_low() - 1)
     rng = random.SystemRandom()
     with _handed_out_lock:
         for _ in range(10000):
             port = rng.randint(low, high)
-            if port not in _handed_out and _bindable(port):
+            if port not in _handed_out and _freeport._bindable(port):
                 _handed_out.add(port)
                 return port
     raise RuntimeError(f"no free port in {low}-{high}")
