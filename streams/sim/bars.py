@@ -23,7 +23,7 @@ import csv
 import itertools
 import math
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -248,7 +248,3 @@ def bound_path(
     return BoundPath(
         bindings, first, tuple(ticks), bar_seconds, ticks[0].ts_event, ticks[-1].ts_event
     )
-
-
-def iter_ticks(path: BoundPath) -> Iterator[PriceTick]:
-    return iter(path.ticks)

@@ -27,7 +27,7 @@ realized bad debt can be recomputed independently. PURE module (no I/O framework
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,13 +36,11 @@ import numpy as np
 from streams.engine import adl, margin
 from streams.engine.models import (
     BalanceUpdate,
-    ContractType,
     FundUpdate,
     Instrument,
     MarginMode,
     PositionUpdate,
     PriceTick,
-    RiskState,
 )
 from streams.engine.tiers import TierTable
 from streams.sim.venue import SimPosition, Venue
@@ -191,9 +189,6 @@ class VenueLiquidator:
             n += self._queue_cross(account)
         n += self._queue_isolated(tick.instrument)
         return n
-
-    def pending_orders(self) -> int:
-        return sum(len(v) for v in self.pending.values())
 
     def fund_exhausted(self, fund: str) -> bool:
         return fund in self.stats.first_exhausted_ts
@@ -484,20 +479,3 @@ class VenueLiquidator:
             "settlements": [asdict(s) for s in self.settlements],
             "adl": [asdict(r) for r in self.adl],
         }
-
-
-def liquidatable_from_transitions(transitions: Iterable[Any]) -> list[str]:
-    """Accounts whose new state is LIQUIDATABLE or UNDERWATER (engine ``StateTransition``s)."""
-    out = []
-    for t in transitions:
-        if RiskState(int(t.current)) >= RiskState.LIQUIDATABLE:
-            out.append(str(t.account))
-    return out
-
-
-def is_linear(inst: Instrument) -> bool:
-    return inst.contract_type is ContractType.LINEAR
-
-
-def fund_of(instruments: Mapping[str, Instrument], name: str) -> str:
-    return instruments[name].fund
