@@ -24,8 +24,9 @@ instruments (an isolated pool belongs to its instrument's fund).
 
 ``compute_partials`` takes the uniform grid from the per-pool closed forms of
 :mod:`streams.engine.pools` and :mod:`streams.engine.grid` (roots instead of binary searches, no
-flat book); the flat book below (``flatten``, ``unit_coefficients``, ``evaluate_grid``) serves the
-named and idiosyncratic scenarios and is the tests' reference for the closed forms.
+flat book). The named and idiosyncratic scenarios use a flat book built from the pools' own
+per-position columns (``flat_from_pools``); ``flatten``, ``unit_coefficients`` and
+``evaluate_grid`` are the tests' reference for the closed forms.
 """
 
 from __future__ import annotations
@@ -815,7 +816,8 @@ def compute_partials(
 
     The uniform grid comes from the per-pool closed forms (:mod:`streams.engine.pools`,
     :mod:`streams.engine.grid`); ``scenarios=False`` skips the named and idiosyncratic
-    scenarios, which use the flat book of this module.
+    scenarios, which use a flat book built from the pools' per-position columns
+    (:func:`flat_from_pools`: tiers, MM and hinges only — no second pass over the blocks).
     """
     grid = config.fine_grid()
     pools = build_pools(book, float(grid[0]), float(grid[-1]))
