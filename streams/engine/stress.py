@@ -769,22 +769,23 @@ def idiosyncratic_bad_debt(
     out = np.zeros((n_instruments, nf))
     if fb.unit.size == 0:
         return out
-    zero = np.zeros(n_instruments)
-    base_eq, base_mm, base_cost = _unit_now(fb, units, zero)
+    cost_now = fb.cost  # a property: computed once here
+    base_eq, base_mm = units.e0, units.mm0
+    base_cost = _bincount(fb.unit, weights=cost_now, minlength=units.n)
     # prune: a position whose pool has no bad debt now and cannot get any from this move alone
     # (f = cost − equity grows at most by |Δequity| + the cost increase) contributes nothing
     f0 = base_cost - base_eq
     x = abs(shock)
-    bound = f0[fb.unit] + np.abs(fb.qv * fb.mark) * x + fb.cost * ((1.0 + x) ** 1.5 - 1.0)
+    bound = f0[fb.unit] + np.abs(fb.qv * fb.mark) * x + cost_now * ((1.0 + x) ** 1.5 - 1.0)
     sel = np.flatnonzero((bound > 0) | (bad_now[fb.unit] > 0))
     u = fb.unit[sel]
     eq = base_eq[u] + fb.qv[sel] * fb.mark[sel] * shock
-    mm_new = mm_at_shock(fb, np.full(fb.unit.size, shock))[sel]
+    mm_new = _mm_at_uniform_shock(fb, sel, shock)
     mm = base_mm[u] - fb.mm[sel] + mm_new
     shock_lin = np.where(fb.inverse[sel], 0.0, shock)
     g = 1.0 + shock_lin
     cost_new = fb.cost_fee[sel] * g + fb.cost_impact[sel] * (g * np.sqrt(g))
-    cost = base_cost[u] - fb.cost[sel] + cost_new
+    cost = base_cost[u] - cost_now[sel] + cost_new
     liq = (mm >= eq) | (eq < 0)
     bad = np.where(liq, np.maximum(cost - eq, 0.0), 0.0)
     delta = bad - bad_now[u]
@@ -797,6 +798,18 @@ def idiosyncratic_bad_debt(
         w = units.weights[fb.unit[nz]]  # (nz, funds)
         np.add.at(out, fb.instrument[nz], w * delta[:, None])
     return np.maximum(out, 0.0)
+
+
+def _mm_at_uniform_shock(fb: FlatBook, sel: IntArray, shock: float) -> FloatArray:
+    """``mm_at_shock(fb, full(shock))[sel]``, evaluated for the positions ``sel`` only (the same
+    arithmetic per position: tangent, then the hinges of those positions)."""
+    if not (fb.hinge_min - 1e-12 <= shock <= fb.hinge_max + 1e-12):
+        return mm_at_shock(fb, np.full(fb.unit.size, shock))[sel]
+    mm = fb.mm[sel] + fb.mslope[sel] * shock
+    if fb.hinge_pos.size:
+        hinge = fb.hinge_coef * np.maximum(0.0, fb.hinge_dir * (shock - fb.hinge_break))
+        mm += _bincount(fb.hinge_pos, weights=hinge, minlength=fb.unit.size)[sel]
+    return mm
 
 
 def _unit_now(
