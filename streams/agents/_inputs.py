@@ -49,8 +49,9 @@ async def apply_with_sync(apply: Callable[[], T]) -> T:
     """Run an engine update; on ``unknown_instrument`` let the reader catch up and retry once.
 
     Raises :class:`RejectedEvent` for a rejected update. Any OTHER exception (a bug) is logged
-    and turned into :class:`InternalError` so the caller skips the event instead of crashing the
-    agent (a crashed agent would re-read the same event forever).
+    and turned into :class:`InternalError` so the caller dead-letters the event (reason
+    ``internal_error``) instead of crashing the agent (a crashed agent would re-read the same
+    event forever).
     """
     try:
         try:
@@ -80,7 +81,11 @@ async def engine_for(partition: int) -> Any:
 
 
 class InternalError(Exception):
-    """An engine bug on one event (logged); the event is skipped, the stream goes on."""
+    """An engine bug on one event (logged); the event is dead-lettered, the stream goes on."""
+
+    @property
+    def rejection(self) -> Rejection:
+        return Rejection(RejectReason.INTERNAL_ERROR, f"engine error: {self}"[:500])
 
 
 async def reference_input(kind: EventKind, event: Any) -> None:

@@ -44,9 +44,7 @@ async def handle_batch(events: Sequence[faust.EventT]) -> None:
             try:
                 engine = await engine_for(partition)
                 out = await apply_with_sync(lambda: engine.apply_balance(update))  # noqa: B023
-            except InternalError:
-                continue
-            except RejectedEvent as exc:
+            except (RejectedEvent, InternalError) as exc:
                 await reject(EventKind.BALANCE, event, exc.rejection)
                 continue
             pending[update.account] = (

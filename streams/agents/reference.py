@@ -206,8 +206,8 @@ class ReferenceReader:
             return []
         try:
             if self.runtime.reference_rejection(kind, parsed):
-                # Unknown-instrument ticks are still cached (bounded): an instrument fetched
-                # later uses them.
+                # Ticks of unknown instruments and balances of unknown funds are still cached
+                # (bounded): an instrument fetched later uses them.
                 self.skipped += 1
                 self.runtime.apply_reference(parsed)
                 return []

@@ -74,7 +74,11 @@ class Reference:
         # grow the worker's memory without limit.
         self.pending_marks: dict[str, PriceTick] = {}
         self.max_pending_marks = MAX_PENDING_MARKS
-        self.funds: dict[str, FundUpdate] = {}
+        self._fund_names: set[str] | None = None
+        self.funds: dict[str, FundUpdate] = {}  # latest balance per fund a known instrument uses
+        # Latest update of funds no known instrument uses (yet): the instruments topic may be read
+        # after the fund topic. Bounded like pending_marks; promoted by an instrument upsert.
+        self.pending_funds: dict[str, FundUpdate] = {}
         self.ready = asyncio.Event()  # set once the reader caught up with the topics' ends
         # Set by the reader: wait until it has applied every instrument published so far.
         self.sync_hook: Callable[[], Awaitable[bool]] | None = None
@@ -101,10 +105,37 @@ class Reference:
     def known_instrument(self, inst: Instrument) -> PriceTick | None:
         """Record an instrument upsert; its mark (a tick cached before it was known), if any."""
         self.instruments[inst.instrument] = inst
+        self._fund_names = None
         pending = self.pending_marks.pop(inst.instrument, None)
         if pending is not None:
             self.marks[inst.instrument] = pending
         return self.marks.get(inst.instrument)
+
+    def instrument_funds(self) -> set[str]:
+        """Funds some known instrument uses (cached until the next instrument upsert)."""
+        if self._fund_names is None:
+            self._fund_names = {inst.fund for inst in self.instruments.values()}
+        return self._fund_names
+
+    def cache_fund(self, update: FundUpdate) -> bool:
+        """Keep ``update`` as its fund's latest balance; True if the fund is in use (the engines
+        take it), False if it was only kept (bounded) for a later instrument using it."""
+        if update.fund in self.instrument_funds():
+            self.funds[update.fund] = update
+            return True
+        pending = self.pending_funds
+        pending.pop(update.fund, None)
+        pending[update.fund] = update
+        while len(pending) > self.max_pending_marks:
+            del pending[next(iter(pending))]
+        return False
+
+    def promote_fund(self, fund: str) -> FundUpdate | None:
+        """A fund an instrument now uses: its balance cached while it was unknown, if any."""
+        update = self.pending_funds.pop(fund, None)
+        if update is not None:
+            self.funds[fund] = update
+        return update
 
     def fund_names(self) -> set[str]:
         return set(self.funds) | {inst.fund for inst in self.instruments.values()}
@@ -208,12 +239,15 @@ class Runtime:
                     transitions.extend(engine.apply_price(event) or ())
         elif isinstance(event, Instrument):
             mark = self.ref.known_instrument(event)
+            fund = self.ref.promote_fund(event.fund)
             for engine in self.engines.values():
                 transitions.extend(engine.upsert_instrument(event) or ())
                 if mark is not None:
                     transitions.extend(engine.apply_price(mark) or ())
-        elif isinstance(event, FundUpdate):
-            self.ref.funds[event.fund] = event
+                if fund is not None:
+                    engine.apply_fund(fund)
+        elif isinstance(event, FundUpdate) and self.ref.cache_fund(event):
+            # (a fund no known instrument uses is only cached, bounded: see Reference)
             for engine in self.engines.values():
                 engine.apply_fund(event)
         return transitions
@@ -247,6 +281,11 @@ class Runtime:
             return Rejection(
                 RejectReason.UNKNOWN_INSTRUMENT,
                 f"price for unknown instrument {event.instrument!r}",
+            )
+        if isinstance(event, FundUpdate) and event.fund not in self.ref.instrument_funds():
+            return Rejection(
+                RejectReason.UNKNOWN_FUND,
+                f"balance of fund {event.fund!r}, which no known instrument uses",
             )
         return None
 

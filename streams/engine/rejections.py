@@ -20,6 +20,8 @@ class RejectReason(StrEnum):
     STALE_SEQUENCE = "stale_sequence"  # seq below the stored one for the key
     DUPLICATE = "duplicate"  # seq equal to the stored one for the key
     KEY_MISMATCH = "key_mismatch"  # Kafka key ≠ the body's account / instrument / fund
+    UNKNOWN_FUND = "unknown_fund"  # a fund update for a fund no known instrument uses
+    INTERNAL_ERROR = "internal_error"  # the engine failed on a valid event (a bug; logged)
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,6 +200,14 @@ async def test_engine_bug_skips_the_event_not_the_stream(
     assert "bad" not in positions_table.data
     assert {"ok-1", "ok-2"} <= set(positions_table.data)
     assert accepted("positions") == 2
+    (env,) = venue.dlq()
+    assert (env["reason"], env["key"], env["original_bytes"]) == (
+        "internal_error",
+        "bad",
+        pos("bad"),
+    )
+    assert "engine bug" in env["detail"]
+    assert rejected("internal_error") == 1
 
 
 async def test_rebuild_skips_malformed_rows_and_counts_them(venue: Outbox) -> None:
@@ -240,6 +248,8 @@ async def test_engine_build_failure_skips_the_event_not_the_stream(
     assert 5 not in runtime.engines
     assert "x" not in positions_table.data and "ok" in positions_table.data
     assert accepted("positions") == 1
+    assert [(e["reason"], e["partition"]) for e in venue.dlq()] == [("internal_error", 5)]
+    assert rejected("internal_error") == 1
 
 
 @pytest.mark.parametrize("topic", ["positions", "balances"])
@@ -288,3 +298,19 @@ async def test_huge_input_is_dead_lettered_with_a_capped_original(venue: Outbox)
     assert env["original_truncated"] is True and env["original_size"] == len(raw)
     assert env["original_sha256"] == hashlib.sha256(raw).hexdigest()
     assert rejected("schema") == 1
+
+
+async def test_engine_bug_on_a_balance_is_dead_lettered(
+    venue: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await runtime.engine_for(0)
+
+    def boom(update: Any) -> Any:
+        raise ValueError("engine bug")
+
+    monkeypatch.setattr(engine, "apply_balance", boom)
+    async with balances_agent.test_context() as agent:
+        await agent.put(value=bal("b"), key=b"b", partition=0)
+    assert [e["reason"] for e in venue.dlq()] == ["internal_error"]
+    assert rejected("internal_error", "balances") == 1
+    assert accepted("balances") == 0 and "b" not in balances_table.data

@@ -48,6 +48,7 @@ def counts(topic: str) -> tuple[float, float]:
             "non_positive_price",
             "out_of_range",
             "unknown_instrument",
+            "unknown_fund",
             "key_mismatch",
         )
     )
@@ -226,3 +227,53 @@ def test_unknown_instrument_marks_are_bounded(
     assert runtime.new_engine().mark("U2") == 9.0
     runtime.apply_reference(instrument("U0"))  # evicted: no mark until the next tick
     assert "U0" not in runtime.ref.marks
+
+
+async def test_fund_updates_for_unknown_funds_are_rejected(known: Outbox) -> None:
+    async with fund_agent.test_context() as agent:
+        await agent.put(value=EXAMPLES[EventKind.FUND], key=b"main")
+        await agent.put(value=b'{"fund":"nope","balance":1.0,"ts_event":1.0}', key=b"nope")
+    (env,) = known.dlq()
+    assert (env["reason"], env["key"]) == ("unknown_fund", "nope")
+    assert counts("insurance_fund") == (1.0, 1.0)
+    sample = runtime.metrics.sample(
+        "riskmon_events_rejected_total", {"topic": "insurance_fund", "reason": "unknown_fund"}
+    )
+    assert sample == 1.0
+
+
+async def test_unknown_fund_waits_for_the_instruments_reader(outbox: Outbox) -> None:
+    """The instruments topic may be read after the fund topic: sync before rejecting."""
+    synced: list[bool] = []
+
+    async def sync() -> bool:  # the reader catches up: an instrument using "late" appears
+        synced.append(True)
+        runtime.apply_reference(instrument("LATEUSDT", fund="late"))
+        return True
+
+    runtime.ref.sync_hook = sync
+    async with fund_agent.test_context() as agent:
+        await agent.put(value=b'{"fund":"late","balance":5.0,"ts_event":1.0}', key=b"late")
+    assert synced == [True]
+    assert outbox.dlq() == []
+    assert counts("insurance_fund") == (1.0, 0.0)
+
+
+def test_reader_keeps_unknown_funds_bounded_until_an_instrument_uses_them(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = ReferenceReader(settings, runtime)
+    t = settings.topics
+    monkeypatch.setattr(runtime.ref, "max_pending_marks", 2)
+    for name in ("f1", "f2", "f3"):
+        body = b'{"fund":"%s","balance":7.0,"ts_event":1.0}' % name.encode()
+        assert reader._apply(t.insurance_fund, name.encode(), body) == []
+    assert runtime.ref.funds == {} and list(runtime.ref.pending_funds) == ["f2", "f3"]
+    assert reader.skipped == 3
+    engine = runtime.engines[0] = runtime.new_engine()
+    runtime.apply_reference(instrument("F3USDT", fund="f3"))  # fund read before its instrument
+    assert runtime.ref.funds["f3"].balance == 7.0 and "f3" not in runtime.ref.pending_funds
+    assert engine.fund_balances["f3"] == 7.0
+    assert runtime.new_engine().fund_balances["f3"] == 7.0
+    runtime.apply_reference(instrument("F1USDT", fund="f1"))  # evicted: none until the next
+    assert "f1" not in runtime.ref.funds

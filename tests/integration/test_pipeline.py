@@ -357,6 +357,12 @@ def _invalid(accounts: list[Msg], ts: float) -> list[Msg]:
         Msg(
             "insurance_fund", b"main", b'{"fund":"main","balance":NaN,"ts_event":1.0}', "non_finite"
         ),
+        Msg(  # a fund no instrument uses: not kept, not exported as a fund label
+            "insurance_fund",
+            b"ghost",
+            b'{"fund":"ghost","balance":1.0,"ts_event":%.1f}' % ts,
+            "unknown_fund",
+        ),
     ]
 
 
@@ -581,6 +587,8 @@ async def test_worker_matches_engine_and_dead_letters_invalid(
             engine.mark_ts(inst)
         )
     assert m.get("riskmon_venue_source_partitions", fund="main") == dep.partitions
+    # a fund no instrument uses (dead-lettered as unknown_fund) never becomes a label value
+    assert m.get("riskmon_insurance_fund_balance_usd", fund="ghost") is None
 
     # dead letters on the topic, with original bytes
     envs = await dead_letters(dep, len(venue.invalid))

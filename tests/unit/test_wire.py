@@ -187,7 +187,9 @@ def test_engine_level_reasons_are_stable_labels() -> None:
     assert RejectReason.UNKNOWN_INSTRUMENT == "unknown_instrument"
     assert RejectReason.STALE_SEQUENCE == "stale_sequence"
     assert RejectReason.DUPLICATE == "duplicate"
-    assert len(RejectReason) == 9
+    assert RejectReason.UNKNOWN_FUND == "unknown_fund"
+    assert RejectReason.INTERNAL_ERROR == "internal_error"
+    assert len(RejectReason) == 11
 
 
 def test_rejected_event_carries_the_rejection() -> None:
