@@ -12,7 +12,7 @@ Conventions
 * Exhaustion shock per direction: the smallest uniform move |s| at which projected bad debt
   exceeds the fund balance, found on the fine grid (``EngineConfig.exhaustion_resolution``) and
   linearly interpolated between its points; 0 = exhausted now; +inf = survives the whole grid.
-* Socialized loss = max(0, bad debt − fund balance); its minimal pro-rata haircut ratio =
+* Socialized loss = max(0, bad debt − max(fund balance, 0)); its minimal pro-rata haircut ratio =
   loss / profitable uPnL of non-liquidated pools, capped at 1.
 * ADL queue (current marks): the loss is split between the bankrupt long and short sides in
   proportion to their bad debt; each side's share is taken from the OPPOSITE side's profitable
@@ -241,7 +241,8 @@ class FundReport:
 
 
 def _figures(bad: float, balance: float, profit: float) -> ScenarioFigures:
-    loss = max(0.0, bad - balance)
+    # A negative fund (possible after a crash) pays nothing; it does not add to the loss.
+    loss = max(0.0, bad - max(balance, 0.0))
     haircut = 0.0 if loss <= 0 else (1.0 if profit <= 0 else min(1.0, loss / profit))
     return ScenarioFigures(bad, loss, haircut, max(0.0, profit))
 

@@ -140,7 +140,7 @@ def check_report_invariants(r: FundReport) -> None:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(venues, st.floats(0.0, 200_000.0))
+@given(venues, st.floats(-50_000.0, 200_000.0))
 def test_report_invariants_and_exhaustion_shock(events: list[Event], fund_balance: float) -> None:
     engine, naive = load(events)
     tol = 1e-9 * gross(naive)
