@@ -87,6 +87,7 @@ def test_grid_matches_naive_recompute(events: list[Event]) -> None:
             assert within(float(p.bad_debt_usd[j]), w["bad_lo"], w["bad_hi"], tol), (fund, s)
             assert within(float(p.profitable_upnl_usd[j]), w["profit_lo"], w["profit_hi"], tol)
     now = naive.uniform(0.0)
+    assert set(now) <= set(partials), "a fund with positions is missing from the engine"
     for fund, p in partials.items():
         w = now.get(fund, {})
         assert math.isclose(p.liquidatable_notional_usd, w.get("liq_notional", 0.0), abs_tol=tol)
