@@ -106,9 +106,9 @@ def adl_lights(scores: ArrayLike, sides: ArrayLike | None = None) -> IntArray:
     """
     s = _f64(scores)
     lights = np.zeros(s.shape, dtype=np.int64)
-    groups = [np.ones(s.shape, dtype=np.bool_)] if sides is None else [
-        _f64(sides) > 0, _f64(sides) < 0
-    ]
+    groups = (
+        [np.ones(s.shape, dtype=np.bool_)] if sides is None else [_f64(sides) > 0, _f64(sides) < 0]
+    )
     for mask in groups:
         if mask.any():
             quantile = adl_quantiles(s[mask])

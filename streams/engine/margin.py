@@ -212,8 +212,13 @@ def _linear_liquidation_price(
 ) -> float | None:
     def in_tier(k: int) -> float:
         return binance_liquidation_price_in_tier(
-            q, entry, wallet_usd, float(table.mmr[k]), float(table.mm_amount_usd[k]),
-            other_mm_usd, other_upnl_usd,
+            q,
+            entry,
+            wallet_usd,
+            float(table.mmr[k]),
+            float(table.mm_amount_usd[k]),
+            other_mm_usd,
+            other_upnl_usd,
         )
 
     def tier_at(price: float) -> int:
@@ -330,8 +335,14 @@ def cross_liquidation_prices(
     for i in range(n):
         out.append(
             liquidation_price(
-                types[i], float(sizes[i]), float(cs[i]), float(e[i]), tables[i], wallet_usd,
-                float(mm.sum() - mm[i]), float(pnl.sum() - pnl[i]),
+                types[i],
+                float(sizes[i]),
+                float(cs[i]),
+                float(e[i]),
+                tables[i],
+                wallet_usd,
+                float(mm.sum() - mm[i]),
+                float(pnl.sum() - pnl[i]),
             )
         )
     return out
@@ -475,8 +486,13 @@ class _Pool:
 
     def take(self, idx: NDArray[np.intp]) -> _Pool:
         return _Pool(
-            self.a[idx], self.b[idx], self.c[idx], self.d[idx],
-            self.floors[idx], self.mmr[idx], self.cum[idx],
+            self.a[idx],
+            self.b[idx],
+            self.c[idx],
+            self.d[idx],
+            self.floors[idx],
+            self.mmr[idx],
+            self.cum[idx],
         )
 
     def equity_and_mm(self, shocks: FloatArray, wallet_usd: float) -> tuple[FloatArray, FloatArray]:
@@ -602,11 +618,15 @@ def shock_distance(
     """
     sizes = np.atleast_1d(_f64(size))
     n = sizes.shape[0]
-    iso = np.zeros(n, dtype=np.bool_) if isolated is None else np.broadcast_to(
-        np.asarray(isolated, dtype=np.bool_), (n,)
+    iso = (
+        np.zeros(n, dtype=np.bool_)
+        if isolated is None
+        else np.broadcast_to(np.asarray(isolated, dtype=np.bool_), (n,))
     )
-    iso_margin = np.zeros(n) if isolated_margin_usd is None else np.broadcast_to(
-        _f64(isolated_margin_usd), (n,)
+    iso_margin = (
+        np.zeros(n)
+        if isolated_margin_usd is None
+        else np.broadcast_to(_f64(isolated_margin_usd), (n,))
     )
     account = _pool_of(contract_type, sizes, contract_size, entry, mark, tables)
     open_ = sizes != 0

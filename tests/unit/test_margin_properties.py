@@ -177,8 +177,16 @@ def positions(draw: st.DrawFn) -> Position:
     return table, qty, entry, mark, wallet
 
 
-def surplus_at(table: TierTable, kind: ContractType, qty: float, entry: float, wallet: float,
-               price: float, other_mm: float = 0.0, other_upnl: float = 0.0) -> float:
+def surplus_at(
+    table: TierTable,
+    kind: ContractType,
+    qty: float,
+    entry: float,
+    wallet: float,
+    price: float,
+    other_mm: float = 0.0,
+    other_upnl: float = 0.0,
+) -> float:
     equity = wallet + other_upnl + float(margin.unrealized_pnl_usd(kind, qty, 1.0, entry, price))
     mm = float(margin.maintenance_margin_usd(table, kind, qty, 1.0, price)) + other_mm
     return equity - mm
@@ -204,14 +212,21 @@ def test_liquidation_price_is_consistent(
         # the tier in force at LP is the one the formula used
         k = int(table.tier_index(abs(qty) * lp))
         again = margin.binance_liquidation_price_in_tier(
-            qty, entry, wallet, float(table.mmr[k]), float(table.mm_amount_usd[k]),
-            other_mm, other_upnl,
+            qty,
+            entry,
+            wallet,
+            float(table.mmr[k]),
+            float(table.mm_amount_usd[k]),
+            other_mm,
+            other_upnl,
         )
         assert again == pytest.approx(lp, rel=1e-9)
     # just beyond LP (adverse side) the account is liquidatable; just inside it is not
     side = math.copysign(1.0, qty)
-    assert surplus_at(table, kind, qty, entry, wallet, lp * (1 - side * 1e-6), other_mm,
-                      other_upnl) < 0
+    assert (
+        surplus_at(table, kind, qty, entry, wallet, lp * (1 - side * 1e-6), other_mm, other_upnl)
+        < 0
+    )
     inside = lp * (1 + side * 1e-6)
     assert surplus_at(table, kind, qty, entry, wallet, inside, other_mm, other_upnl) > 0
 
@@ -311,8 +326,14 @@ class Account:
         surplus, equity = [], []
         for wallet, idx in self.pools():
             eq, mm = margin.equity_and_mm_at_shock(
-                shocks, wallet, self.kinds[idx], self.size[idx], 1.0, self.entry[idx],
-                self.mark[idx], [self.tables[i] for i in idx],
+                shocks,
+                wallet,
+                self.kinds[idx],
+                self.size[idx],
+                1.0,
+                self.entry[idx],
+                self.mark[idx],
+                [self.tables[i] for i in idx],
             )
             surplus.append(eq - mm)
             equity.append(eq)
@@ -353,8 +374,15 @@ def check_against_scan(exact: float, grid: np.ndarray, hit: np.ndarray) -> None:
 @given(accounts())
 def test_shock_distance_matches_a_dense_scan(acct: Account) -> None:
     distance = margin.shock_distance(
-        acct.wallet, acct.kinds, acct.size, 1.0, acct.entry, acct.mark, acct.tables,
-        acct.isolated, acct.isolated_margin,
+        acct.wallet,
+        acct.kinds,
+        acct.size,
+        1.0,
+        acct.entry,
+        acct.mark,
+        acct.tables,
+        acct.isolated,
+        acct.isolated_margin,
     )
     for direction, liq, bankrupt, top in (
         (-1.0, distance.liquidation_down, distance.bankruptcy_down, 1.0),
