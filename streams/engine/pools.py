@@ -2,7 +2,7 @@
 
 A margin pool ("unit") is an account's cross pool (unit = account index) or one isolated position
 (units ``n_accounts + i``, isolated positions in instrument order — the numbering of
-:func:`streams.engine.stress.flatten`). Under a uniform shock s (every mark × (1 + s)):
+:func:`streams.engine.grid_reference.flatten`). Under a uniform shock s (every mark × (1 + s)):
 
 * equity(s) = E0 + S·s                    S = Σ qv·mark (linear and inverse valued in USD at mark)
 * cost(s)   = F·(1+s) + G·(1+s)^1.5 + H    F = Σ fee·n, G = Σ impact·n^1.5/√depth of linear

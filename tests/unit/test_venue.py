@@ -254,8 +254,8 @@ def test_combine_rejects_mixed_funds() -> None:
 @given(venues)
 def test_closed_form_grid_matches_flat_book_grid_at_every_fine_point(events: list[Event]) -> None:
     # the per-pool closed forms (pools.py / grid.py) against the flat-book binary searches
-    # (stress.evaluate_grid) on the whole fine grid, not just the sampled naive points
-    from streams.engine.stress import evaluate_grid, flatten, unit_coefficients
+    # (grid_reference.evaluate_grid) on the whole fine grid, not just the sampled naive points
+    from streams.engine.grid_reference import evaluate_grid, flatten, unit_coefficients
 
     engine, naive = load(events)
     tol = 1e-9 * gross(naive)
