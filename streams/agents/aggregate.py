@@ -32,7 +32,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import faust
-import numpy as np
 import orjson
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -40,34 +39,9 @@ from prometheus_client.registry import Collector
 from streams.adapters.metrics import VenueSnapshot, fund_figures_from_report
 from streams.agents.runtime import runtime
 from streams.app import app, partials_table, partials_topic, settings
-from streams.engine.config import EngineConfig
 from streams.engine.venue import FundPartial, FundReport, combine, fund_report
 
 log = logging.getLogger(__name__)
-
-
-def empty_partial(fund: str, config: EngineConfig) -> FundPartial:
-    """The partial of a set of accounts holding nothing of ``fund`` (the additive zero)."""
-    shocks = config.fine_grid()
-    zeros = np.zeros_like(shocks)
-    return FundPartial(
-        fund=fund,
-        shocks=shocks,
-        bad_debt_usd=zeros,
-        profitable_upnl_usd=zeros.copy(),
-        bad_debt_long_usd=0.0,
-        bad_debt_short_usd=0.0,
-        liquidatable_notional_usd=0.0,
-        state_counts={},
-        scenario_bad_debt_usd={name: 0.0 for name in config.scenarios},
-        scenario_profitable_upnl_usd={name: 0.0 for name in config.scenarios},
-        idiosyncratic_shock=config.idiosyncratic_shock,
-        idiosyncratic_down_usd={},
-        idiosyncratic_up_usd={},
-        adl_long=(),
-        adl_short=(),
-        adl_top_k=config.adl_top_k,
-    )
 
 
 def partial_messages(now: float | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -98,7 +72,7 @@ def _engine_messages(
     out: list[tuple[str, dict[str, Any]]] = []
     funds = runtime.ref.fund_names()
     for fund in sorted(funds | set(partials)):
-        partial = partials.get(fund) or empty_partial(fund, settings.engine)
+        partial = partials.get(fund) or FundPartial.empty(fund, settings.engine)
         out.append(
             (
                 fund,
@@ -198,7 +172,7 @@ def venue_reports() -> dict[str, FundReport]:
     by_fund = latest_partials()
     reports: dict[str, FundReport] = {}
     for fund in sorted(set(by_fund) | runtime.ref.fund_names()):
-        parts = list(by_fund.get(fund, {}).values()) or [empty_partial(fund, settings.engine)]
+        parts = list(by_fund.get(fund, {}).values()) or [FundPartial.empty(fund, settings.engine)]
         fund_update = runtime.ref.funds.get(fund)
         balance = fund_update.balance if fund_update is not None else 0.0
         reports[fund] = fund_report(combine(parts), balance, settings.engine)

@@ -202,28 +202,6 @@ class InProcessDriver:
 
 def _empty_report(engine: RiskEngine, fund: str, balance: float) -> FundReport:
     """A fund with no open positions still reports its balance (engine.venue() omits it)."""
-    from streams.engine.venue import FundPartial, fund_report
+    from streams.engine.venue import fund_report
 
-    cfg = engine.config
-    shocks = cfg.fine_grid()
-    zeros = shocks * 0.0
-    partial = FundPartial(
-        fund=fund,
-        shocks=shocks,
-        bad_debt_usd=zeros,
-        profitable_upnl_usd=zeros.copy(),
-        bad_debt_long_usd=0.0,
-        bad_debt_short_usd=0.0,
-        liquidatable_notional_usd=0.0,
-        state_counts={},
-        scenario_bad_debt_usd={n: 0.0 for n in cfg.scenarios},
-        scenario_profitable_upnl_usd={n: 0.0 for n in cfg.scenarios},
-        idiosyncratic_shock=cfg.idiosyncratic_shock,
-        idiosyncratic_down_usd={},
-        idiosyncratic_up_usd={},
-        adl_long=(),
-        adl_short=(),
-        adl_top_k=cfg.adl_top_k,
-    )
-    return fund_report(partial, balance, cfg)
-
+    return fund_report(FundPartial.empty(fund, engine.config), balance, engine.config)

@@ -96,6 +96,30 @@ class FundPartial:
     adl_short: tuple[AdlCandidate, ...]
     adl_top_k: int
 
+    @classmethod
+    def empty(cls, fund: str, config: EngineConfig) -> FundPartial:
+        """The partial of a set of accounts holding nothing of ``fund`` (the additive zero)."""
+        shocks = config.fine_grid()
+        zeros = np.zeros_like(shocks)
+        return cls(
+            fund=fund,
+            shocks=shocks,
+            bad_debt_usd=zeros,
+            profitable_upnl_usd=zeros.copy(),
+            bad_debt_long_usd=0.0,
+            bad_debt_short_usd=0.0,
+            liquidatable_notional_usd=0.0,
+            state_counts={},
+            scenario_bad_debt_usd={name: 0.0 for name in config.scenarios},
+            scenario_profitable_upnl_usd={name: 0.0 for name in config.scenarios},
+            idiosyncratic_shock=config.idiosyncratic_shock,
+            idiosyncratic_down_usd={},
+            idiosyncratic_up_usd={},
+            adl_long=(),
+            adl_short=(),
+            adl_top_k=config.adl_top_k,
+        )
+
     @property
     def bad_debt_now_usd(self) -> float:
         return float(self.bad_debt_usd[int(np.searchsorted(self.shocks, 0.0))])

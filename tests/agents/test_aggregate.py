@@ -13,6 +13,7 @@ from streams.agents.positions import positions_agent
 from streams.agents.runtime import runtime
 from streams.engine.engine import RiskEngine
 from streams.engine.models import BalanceUpdate, FundUpdate, PositionUpdate, PriceTick
+from streams.engine.venue import FundPartial
 from streams.engine.wire import Event
 from tests.agents.conftest import Outbox, instrument
 
@@ -129,7 +130,7 @@ async def test_duplicates_and_stale_generations_are_harmless(loaded: Outbox) -> 
     stale = []
     for fund, body in fresh:
         old = dict(body, generation=4, ts=200.0, worker="old-owner")
-        old["partial"] = aggregate.empty_partial(fund, runtime.settings.engine).to_dict()
+        old["partial"] = FundPartial.empty(fund, runtime.settings.engine).to_dict()
         stale.append((fund, old))
     await _combine(stale)
     await _combine([("main", {"garbage": True})])  # malformed partials are ignored
