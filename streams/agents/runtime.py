@@ -45,18 +45,9 @@ from streams.engine.models import (
     RiskState,
 )
 from streams.engine.rejections import RejectedEvent, Rejection, RejectReason
-from streams.engine.wire import Event, EventKind, parse_event
+from streams.engine.wire import TOPIC_LABELS, Event, EventKind, parse_event
 
 log = logging.getLogger(__name__)
-
-# metric label of each input kind (bounded: the logical topic, never the Kafka topic name)
-TOPIC_LABEL: dict[EventKind, str] = {
-    EventKind.PRICE: "prices",
-    EventKind.POSITION: "positions",
-    EventKind.BALANCE: "balances",
-    EventKind.FUND: "insurance_fund",
-    EventKind.INSTRUMENT: "instruments",
-}
 
 
 # Ticks of unknown instruments kept for a later upsert of the instrument (see Reference).
@@ -401,7 +392,7 @@ class Runtime:
             raw=raw,
             worker=self.settings.worker.id,
         )
-        self.metrics.rejected(TOPIC_LABEL[kind], rejection.reason.value)
+        self.metrics.rejected(TOPIC_LABELS[kind], rejection.reason.value)
         await dead_letters_topic.send(key=key, value=deadletters.encode(env))
         log.info(
             "dead letter",
@@ -411,7 +402,9 @@ class Runtime:
     def _child(self, kind: EventKind) -> Any:
         child = self._accepted.get(kind)
         if child is None:  # cache the labelled child: .labels() takes a lock per call
-            child = self._accepted[kind] = self.metrics.events_total.labels(topic=TOPIC_LABEL[kind])
+            child = self._accepted[kind] = self.metrics.events_total.labels(
+                topic=TOPIC_LABELS[kind]
+            )
         return child
 
     def accepted(self, kind: EventKind, ts_event: float | None) -> None:
@@ -555,4 +548,4 @@ def _as_bytes(value: Any) -> bytes:
 
 runtime = Runtime()
 
-__all__ = ["TOPIC_LABEL", "Reference", "Runtime", "app", "parse", "runtime"]
+__all__ = ["Reference", "Runtime", "app", "parse", "runtime"]

@@ -35,18 +35,13 @@ from streams.engine.models import (
 )
 from streams.engine.rejections import Rejection
 from streams.engine.states import StateTransition
+from streams.engine.wire import EventKind
 from streams.sim.liquidator import VenueLiquidator
 
 Event = PriceTick | PositionUpdate | BalanceUpdate | FundUpdate | Instrument
 
-#: Topic label of each event type (the Faust worker's input topics).
-TOPIC_OF: dict[type, str] = {
-    PriceTick: "prices",
-    PositionUpdate: "positions",
-    BalanceUpdate: "balances",
-    FundUpdate: "insurance_fund",
-    Instrument: "instruments",
-}
+#: Topic label of each event type (the Faust worker's input topics, ``wire.TOPIC_LABELS``).
+TOPIC_OF: dict[type, str] = {kind.model: kind.topic_label for kind in EventKind}
 
 
 @dataclass(frozen=True, slots=True)

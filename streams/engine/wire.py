@@ -39,6 +39,11 @@ class EventKind(StrEnum):
         """The body field the Kafka message key must equal."""
         return KEY_FIELDS[self]
 
+    @property
+    def topic_label(self) -> str:
+        """Metric label of this input (bounded: the logical topic, never the Kafka topic name)."""
+        return TOPIC_LABELS[self]
+
 
 MODELS: dict[EventKind, type[Event]] = {
     EventKind.PRICE: PriceTick,
@@ -54,6 +59,16 @@ KEY_FIELDS: dict[EventKind, str] = {
     EventKind.BALANCE: "account",
     EventKind.FUND: "fund",
     EventKind.INSTRUMENT: "instrument",
+}
+
+#: Metric label of each input kind (bounded: the logical topic, never the Kafka topic name);
+#: the Faust worker's and the in-process driver's ``topic`` label.
+TOPIC_LABELS: dict[EventKind, str] = {
+    EventKind.PRICE: "prices",
+    EventKind.POSITION: "positions",
+    EventKind.BALANCE: "balances",
+    EventKind.FUND: "insurance_fund",
+    EventKind.INSTRUMENT: "instruments",
 }
 
 PRICE_FIELDS = frozenset({"mark_price", "index_price", "entry_price"})
