@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from faust.streams import _current_event
@@ -114,6 +114,61 @@ async def reference_input(kind: EventKind, event: Any) -> None:
 # batch only after the agent body handled all of it (at-least-once, like per-event iteration).
 BATCH_MAX = 2000
 BATCH_WITHIN_S = 0.05
+
+
+async def handle_account_batch(
+    kind: EventKind,
+    events: Sequence[Any],
+    table: Any,
+    apply: Callable[[Any, Any], list[Any]],
+    value: Callable[[Callable[[], Any], Any, int], Any],
+) -> None:
+    """One ``take_events`` batch of an account topic (positions, balances), event by event in
+    offset order.
+
+    Each event is validated (rejections dead-lettered), then ``apply(engine, update)`` runs on the
+    engine of the message's partition (a rejection or an engine bug is dead-lettered, counted as
+    ``internal_error`` for the latter, and touches nothing). The new table value of an accepted
+    update is ``value(old, update, partition)``, ``old()`` giving the account's current value
+    (the batch's pending one, else the table's). The table is written once per account with the
+    batch's last value (last write wins), transitions are emitted at the end.
+    """
+    pending: dict[str, tuple[Any, Any]] = {}
+    transitions: dict[int, list[Any]] = {}
+    accepted = 0
+    lags: list[float] = []
+    try:
+        for event in events:
+            update = await validate(kind, event)
+            if update is None:
+                continue
+            assert isinstance(update, kind.model)
+            partition = event.message.partition
+            try:
+                engine = await engine_for(partition)
+                out = await apply_with_sync(lambda: apply(engine, update))  # noqa: B023
+            except (RejectedEvent, InternalError) as exc:
+                await reject(kind, event, exc.rejection)
+                continue
+            account = update.account  # type: ignore[union-attr]
+
+            def old(account: str = account) -> Any:
+                prev = pending.get(account)
+                return prev[1] if prev is not None else table.get(account)
+
+            pending[account] = (event, value(old, update, partition))
+            accepted += 1
+            lags.append(update.ts_event)  # type: ignore[union-attr]
+            if out:
+                transitions.setdefault(partition, []).extend(out)
+    finally:
+        # what the engines already applied reaches the table even if the batch fails midway
+        # (a redelivered batch is rejected as duplicate by the engine: it would never be
+        # written otherwise)
+        await write_table(table, pending)
+    runtime.accepted_batch(kind, accepted, lags)
+    for partition, items in transitions.items():
+        await runtime.emit(items, partition)
 
 
 def set_current_event(event: Any) -> None:

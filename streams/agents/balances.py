@@ -7,62 +7,30 @@ Same shape as :mod:`streams.agents.positions`: validate, apply to the partition'
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import faust
 
 from streams.agents._inputs import (
     BATCH_MAX,
     BATCH_WITHIN_S,
-    InternalError,
-    apply_with_sync,
-    engine_for,
-    reject,
-    validate,
-    write_table,
+    handle_account_batch,
 )
-from streams.agents.runtime import runtime
 from streams.app import app, balances_table, balances_topic
-from streams.engine.models import BalanceUpdate
-from streams.engine.rejections import RejectedEvent
 from streams.engine.wire import EventKind
 
 
 async def handle_batch(events: Sequence[faust.EventT]) -> None:
     """One ``take_events`` batch (see :func:`streams.agents.positions.handle_batch`)."""
-    pending: dict[str, tuple[faust.EventT, dict]] = {}
-    transitions: dict[int, list[Any]] = {}
-    accepted = 0
-    lags: list[float] = []
-    try:
-        for event in events:
-            update = await validate(EventKind.BALANCE, event)
-            if update is None:
-                continue
-            assert isinstance(update, BalanceUpdate)
-            partition = event.message.partition
-            try:
-                engine = await engine_for(partition)
-                out = await apply_with_sync(lambda: engine.apply_balance(update))  # noqa: B023
-            except (RejectedEvent, InternalError) as exc:
-                await reject(EventKind.BALANCE, event, exc.rejection)
-                continue
-            pending[update.account] = (
-                event,
-                {"partition": partition, "balance": update.model_dump(mode="json")},
-            )
-            accepted += 1
-            lags.append(update.ts_event)
-            if out:
-                transitions.setdefault(partition, []).extend(out)
-    finally:
-        # what the engines already applied reaches the table even if the batch fails midway
-        # (a redelivered batch is rejected as duplicate by the engine: it would never be
-        # written otherwise)
-        await write_table(balances_table, pending)
-    runtime.accepted_batch(EventKind.BALANCE, accepted, lags)
-    for partition, items in transitions.items():
-        await runtime.emit(items, partition)
+    await handle_account_batch(
+        EventKind.BALANCE,
+        events,
+        balances_table,
+        lambda engine, update: engine.apply_balance(update),
+        lambda _old, update, partition: {
+            "partition": partition,
+            "balance": update.model_dump(mode="json"),
+        },
+    )
 
 
 async def handle(event: faust.EventT) -> None:

@@ -10,24 +10,16 @@ partition's engine can be rebuilt exactly after a restart or a rebalance.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import faust
 
 from streams.agents._inputs import (
     BATCH_MAX,
     BATCH_WITHIN_S,
-    InternalError,
-    apply_with_sync,
-    engine_for,
-    reject,
-    validate,
-    write_table,
+    handle_account_batch,
 )
-from streams.agents.runtime import runtime
 from streams.app import app, positions_table, positions_topic
 from streams.engine.models import PositionUpdate
-from streams.engine.rejections import RejectedEvent
 from streams.engine.wire import EventKind
 
 
@@ -40,39 +32,15 @@ def table_value(old: dict | None, update: PositionUpdate, partition: int) -> dic
 
 async def handle_batch(events: Sequence[faust.EventT]) -> None:
     """One ``take_events`` batch, event by event in offset order; the table is written once per
-    account with the batch's last value (last write wins), transitions are emitted at the end."""
-    pending: dict[str, tuple[faust.EventT, dict]] = {}
-    transitions: dict[int, list[Any]] = {}
-    accepted = 0
-    lags: list[float] = []
-    try:
-        for event in events:
-            update = await validate(EventKind.POSITION, event)
-            if update is None:
-                continue
-            assert isinstance(update, PositionUpdate)
-            partition = event.message.partition
-            try:
-                engine = await engine_for(partition)
-                out = await apply_with_sync(lambda: engine.apply_position(update))  # noqa: B023
-            except (RejectedEvent, InternalError) as exc:
-                await reject(EventKind.POSITION, event, exc.rejection)
-                continue
-            prev = pending.get(update.account)
-            old = prev[1] if prev is not None else positions_table.get(update.account)
-            pending[update.account] = (event, table_value(old, update, partition))
-            accepted += 1
-            lags.append(update.ts_event)
-            if out:
-                transitions.setdefault(partition, []).extend(out)
-    finally:
-        # what the engines already applied reaches the table even if the batch fails midway
-        # (a redelivered batch is rejected as duplicate by the engine: it would never be
-        # written otherwise)
-        await write_table(positions_table, pending)
-    runtime.accepted_batch(EventKind.POSITION, accepted, lags)
-    for partition, items in transitions.items():
-        await runtime.emit(items, partition)
+    account with the batch's last value (last write wins), transitions are emitted at the end
+    (:func:`streams.agents._inputs.handle_account_batch`)."""
+    await handle_account_batch(
+        EventKind.POSITION,
+        events,
+        positions_table,
+        lambda engine, update: engine.apply_position(update),
+        lambda old, update, partition: table_value(old(), update, partition),
+    )
 
 
 async def handle(event: faust.EventT) -> None:
