@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import weakref
@@ -222,3 +224,41 @@ def _persisted(store: Any, tp: TP, fut: Any) -> None:
     if fut.cancelled() or fut.exception() is not None:
         return
     store.set_persisted_offset(tp, fut.result().offset)
+
+
+class RestartingLoop:
+    """A worker's background loop: ``run()`` in a task, restarted 1 s after any failure (logged
+    as ``"<what> failed; restarting in 1 s"`` by the subclass's module logger) until ``stop()``.
+    Subclasses set ``what`` and ``_task = None`` and may override :meth:`_cancel`."""
+
+    what = "loop"
+    _task: asyncio.Task[None] | None
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run_forever())
+
+    async def _cancel(self, task: asyncio.Task[None]) -> None:
+        task.cancel()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await self._cancel(self._task)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run_forever(self) -> None:
+        while True:
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logging.getLogger(type(self).__module__).exception(
+                    "%s failed; restarting in 1 s", self.what
+                )
+                await asyncio.sleep(1.0)

@@ -31,6 +31,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from streams.agents._inputs import RestartingLoop
 from streams.agents.fastwire import parse_price, tick_fields
 from streams.agents.runtime import Runtime
 from streams.engine.models import PriceTick
@@ -94,8 +95,10 @@ async def count_batch(runtime: Runtime, topic: str, partition: int, records: Ite
     return accepted
 
 
-class PriceCounter:
+class PriceCounter(RestartingLoop):
     """The worker's member of the ``<app id>-prices`` group (see the module docstring)."""
+
+    what = "price counter"
 
     def __init__(self, settings: Settings, runtime: Runtime) -> None:
         self.settings = settings
@@ -108,33 +111,15 @@ class PriceCounter:
         self._committed: dict[TopicPartition, int] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run_forever())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            # Cancel between batches (never in the middle of one: its offsets would not be
-            # committed and a successor would count its first records again).
-            locked = False
-            with contextlib.suppress(asyncio.TimeoutError):
-                locked = await asyncio.wait_for(self.lock.acquire(), timeout=5.0)
-            self._task.cancel()
-            if locked:
-                self.lock.release()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run_forever(self) -> None:
-        while True:
-            try:
-                await self.run()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("price counter failed; restarting in 1 s")
-                await asyncio.sleep(1.0)
+    async def _cancel(self, task: asyncio.Task[None]) -> None:
+        # Cancel between batches (never in the middle of one: its offsets would not be
+        # committed and a successor would count its first records again).
+        locked = False
+        with contextlib.suppress(asyncio.TimeoutError):
+            locked = await asyncio.wait_for(self.lock.acquire(), timeout=5.0)
+        task.cancel()
+        if locked:
+            self.lock.release()
 
     async def commit(self, tps: Iterable[TopicPartition] | None = None) -> None:
         consumer = self.consumer

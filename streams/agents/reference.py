@@ -33,6 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.agents._inputs import RestartingLoop
 from streams.agents.fastwire import TickFields, make_tick, parse_price, tick_fields
 from streams.agents.runtime import Runtime, parse
 from streams.engine.models import PriceTick
@@ -48,8 +49,10 @@ FETCH_MAX_WAIT_MS = 50
 TICK_APPLY_INTERVAL_S = 0.1
 
 
-class ReferenceReader:
+class ReferenceReader(RestartingLoop):
     """Group-less reader of prices, instruments and insurance fund into ``runtime``."""
+
+    what = "reference reader"
 
     def __init__(self, settings: Settings, runtime: Runtime) -> None:
         self.settings = settings
@@ -83,27 +86,6 @@ class ReferenceReader:
                 return False
             await asyncio.sleep(0.02)
         return True
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run_forever())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run_forever(self) -> None:
-        while True:
-            try:
-                await self.run()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reference reader failed; restarting in 1 s")
-                await asyncio.sleep(1.0)
 
     async def _wait_assignment(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         """All partitions of the three topics (aiokafka assigns them: no group, subscribed)."""
