@@ -24,6 +24,10 @@ tests check that the incremental sums equal a from-scratch recomputation.
 
 Marks: until an instrument's first price tick, its mark is provisional — the entry price of the
 first position seen — and ``mark_ts`` is ``None``.
+
+The column types (``Block``, ``InstrumentState``, ``FlatCross``) and the pure valuation helpers
+(``position_values``, ``block_values``) live in :mod:`streams.engine.book_columns` and are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -31,12 +35,19 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
+# the column types and valuation helpers live in book_columns; re-exported here
+from streams.engine.book_columns import Block as Block
+from streams.engine.book_columns import BlockValues as BlockValues
+from streams.engine.book_columns import FlatCross as FlatCross
+from streams.engine.book_columns import InstrumentState as InstrumentState
+from streams.engine.book_columns import PositionValues as PositionValues
+from streams.engine.book_columns import _drop_aq_index as _drop_aq_index
+from streams.engine.book_columns import block_values as block_values
+from streams.engine.book_columns import position_values as position_values
 from streams.engine.config import EngineConfig
 from streams.engine.models import ContractType, Instrument, MarginMode, RiskState
 from streams.engine.rejections import RejectedEvent, Rejection, RejectReason
@@ -46,257 +57,6 @@ from streams.engine.tiers import FloatArray, IntArray, TierTable
 Transition = tuple[int, int, int, float]  # account index, previous, current, utilization
 
 SORT_AFTER_CROSSINGS = 3  # band-leaving ticks of an unchanged block before its aq index is built
-
-# -- COLUMNS ---------------------------------------------------------------------------------------
-
-
-class Block:
-    """Struct-of-arrays of the positions of one instrument in one margin mode."""
-
-    __slots__ = (
-        "acct",
-        "aq",
-        "entry",
-        "hi",
-        "ims",
-        "iso_margin",
-        "lo",
-        "ms",
-        "n",
-        "qv",
-        "seq",
-        "size",
-    )
-
-    def __init__(self, capacity: int = 4) -> None:
-        self.n = 0
-        self.acct: IntArray = np.zeros(capacity, dtype=np.int64)
-        self.seq: IntArray = np.zeros(capacity, dtype=np.int64)
-        self.size: FloatArray = np.zeros(capacity)
-        self.entry: FloatArray = np.zeros(capacity)
-        self.qv: FloatArray = np.zeros(capacity)
-        self.aq: FloatArray = np.zeros(capacity)
-        self.ms: FloatArray = np.zeros(capacity)
-        self.ims: FloatArray = np.zeros(capacity)
-        self.iso_margin: FloatArray = np.zeros(capacity)
-        # the mark band in which the position stays in its margin tier
-        self.lo: FloatArray = np.full(capacity, -np.inf)
-        self.hi: FloatArray = np.full(capacity, np.inf)
-
-    def _grow(self) -> None:
-        cap = 2 * self.acct.shape[0]
-        for name in (
-            "acct",
-            "seq",
-            "size",
-            "entry",
-            "qv",
-            "aq",
-            "ms",
-            "ims",
-            "iso_margin",
-            "lo",
-            "hi",
-        ):
-            old = getattr(self, name)
-            new = np.zeros(cap, dtype=old.dtype)
-            new[: self.n] = old[: self.n]
-            setattr(self, name, new)
-
-    def append(self) -> int:
-        if self.n == self.acct.shape[0]:
-            self._grow()
-        self.n += 1
-        return self.n - 1
-
-    def swap_remove(self, slot: int) -> int:
-        """Remove ``slot``; returns the account index now stored at ``slot`` (−1 if none moved)."""
-        last = self.n - 1
-        moved = -1
-        if slot != last:
-            for arr in (
-                self.acct,
-                self.seq,
-                self.size,
-                self.entry,
-                self.qv,
-                self.aq,
-                self.ms,
-                self.ims,
-                self.iso_margin,
-                self.lo,
-                self.hi,
-            ):
-                arr[slot] = arr[last]
-            moved = int(self.acct[slot])
-        self.n = last
-        return moved
-
-
-@dataclass(slots=True)
-class InstrumentState:
-    """Derived parameters and columns of one instrument."""
-
-    index: int
-    model: Instrument
-    inverse: bool
-    contract_size: float
-    table: TierTable
-    floors: list[float]
-    mmr: list[float]
-    mm_amount: list[float]
-    imr: list[float]
-    im_amount: list[float]
-    fund: int
-    mark: float = math.nan
-    mark_ts: float | None = None
-    band_lo: float = -math.inf  # mark band in which no holder changes tier (conservative)
-    band_hi: float = math.inf
-    cross: Block | None = None
-    iso: Block | None = None
-    slots: dict[int, int] | None = None  # account index -> slot (≥ 0 cross, ~slot isolated)
-    seqs: dict[int, int] | None = None  # account index -> last position seq (closed ones too)
-    # cross slots sorted by |qv| (mark-independent for linear contracts): the holders crossing a
-    # tier floor between two marks are a few contiguous ranges (see AccountBook._cross_tiers);
-    # dropped whenever the cross block changes, rebuilt after a few band-leaving ticks
-    aq_order: IntArray | None = None
-    aq_sorted: FloatArray | None = None
-    unsorted_crossings: int = 0
-
-    @property
-    def name(self) -> str:
-        return self.model.instrument
-
-
-class PositionValues(NamedTuple):
-    qv: float
-    upnl: float
-    notional: float
-    mm: float
-    im: float
-    aq: float
-    ms: float
-    ims: float
-    band_lo: float
-    band_hi: float
-
-
-def position_values(
-    inst: InstrumentState, size: float, entry: float, mark: float
-) -> PositionValues:
-    """Exact values of one position at ``mark`` and its mark-derivatives within its tier."""
-    cs = inst.contract_size
-    if inst.inverse:
-        qv = size * cs / entry
-        notional = abs(size) * cs
-        t = bisect_right(inst.floors, notional) - 1
-        return PositionValues(
-            qv,
-            qv * (mark - entry),
-            notional,
-            notional * inst.mmr[t] - inst.mm_amount[t],
-            notional * inst.imr[t] - inst.im_amount[t],
-            0.0,
-            0.0,
-            0.0,
-            -math.inf,
-            math.inf,
-        )
-    qv = size * cs
-    aq = abs(qv)
-    notional = aq * mark
-    t = bisect_right(inst.floors, notional) - 1
-    hi = inst.floors[t + 1] / aq if t + 1 < len(inst.floors) else math.inf
-    lo = inst.floors[t] / aq if t > 0 else -math.inf
-    return PositionValues(
-        qv,
-        qv * (mark - entry),
-        notional,
-        notional * inst.mmr[t] - inst.mm_amount[t],
-        notional * inst.imr[t] - inst.im_amount[t],
-        aq,
-        aq * inst.mmr[t],
-        aq * inst.imr[t],
-        lo,
-        hi,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class BlockValues:
-    """Vectorized values of a block's positions at a mark."""
-
-    upnl: FloatArray
-    notional: FloatArray
-    mm: FloatArray
-    im: FloatArray
-    ms: FloatArray
-    ims: FloatArray
-    band_lo: float
-    band_hi: float
-    slot_lo: FloatArray
-    slot_hi: FloatArray
-
-
-def block_values(inst: InstrumentState, block: Block, mark: float) -> BlockValues:
-    n = block.n
-    qv = block.qv[:n]
-    upnl = qv * (mark - block.entry[:n])
-    table = inst.table
-    if inst.inverse:
-        notional = np.abs(block.size[:n]) * inst.contract_size
-        t = table.tier_index(notional)
-        zero = np.zeros(n)
-        return BlockValues(
-            upnl,
-            notional,
-            notional * table.mmr[t] - table.mm_amount_usd[t],
-            notional * table.imr[t] - table.im_amount_usd[t],
-            zero,
-            zero,
-            -math.inf,
-            math.inf,
-            np.full(n, -np.inf),
-            np.full(n, np.inf),
-        )
-    aq = block.aq[:n]
-    notional = aq * mark
-    t = table.tier_index(notional)
-    floors_ext = np.append(table.floors_usd, np.inf)
-    slot_lo = floors_ext[t] / aq
-    slot_hi = floors_ext[t + 1] / aq
-    return BlockValues(
-        upnl,
-        notional,
-        notional * table.mmr[t] - table.mm_amount_usd[t],
-        notional * table.imr[t] - table.im_amount_usd[t],
-        aq * table.mmr[t],
-        aq * table.imr[t],
-        float(np.max(slot_lo, initial=-math.inf)),
-        float(np.min(slot_hi, initial=math.inf)),
-        slot_lo,
-        slot_hi,
-    )
-
-
-@dataclass(slots=True)
-class FlatCross:
-    """Every cross block concatenated (instrument by instrument), for whole-book tick batches."""
-
-    acct: IntArray
-    qv: FloatArray
-    ms: FloatArray
-    ks: IntArray  # instrument of each block
-    lens: IntArray  # positions of each block
-    offsets: dict[int, int]  # instrument -> start of its block
-    counts: IntArray  # cross positions per instrument (all instruments)
-
-
-def _drop_aq_index(inst: InstrumentState) -> None:
-    inst.aq_order = None
-    inst.aq_sorted = None
-    inst.unsorted_crossings = 0
-
 
 # -- THE BOOK --------------------------------------------------------------------------------------
 
@@ -782,7 +542,7 @@ class AccountBook:
         if prev_seq is not None and seq <= prev_seq:
             raise RejectedEvent(self.position_rejection(account, k, seq, prev_seq))
         seqs[a] = seq
-        self.set_position(a, k, size, entry, isolated, isolated_margin, seq)
+        self.set_position(a, k, size, entry, isolated, isolated_margin)
         return self._restate_one(a)
 
     def position_rejection(self, account: str, k: int, seq: int, prev_seq: int) -> Rejection:
@@ -800,7 +560,6 @@ class AccountBook:
         entry: float,
         isolated: bool,
         isolated_margin: float,
-        seq: int,
     ) -> None:
         """Set a position whose sequence number was already checked; states are not evaluated."""
         inst = self.instruments[k]
@@ -812,7 +571,7 @@ class AccountBook:
         assert slots is not None and inst.cross is not None and inst.iso is not None
         loc = slots.get(a)
         if size != 0 and loc is not None and (loc >= 0) is (not isolated):
-            self._update_in_place(inst, a, loc, size, entry, isolated_margin, seq)
+            self._update_in_place(inst, a, loc, size, entry, isolated_margin)
             return
         if loc is not None:
             self._remove(inst, a, loc)
@@ -821,7 +580,6 @@ class AccountBook:
             v = position_values(inst, size, entry, inst.mark)
             s = block.append()
             block.acct[s] = a
-            block.seq[s] = seq
             block.size[s] = size
             block.entry[s] = entry
             block.qv[s] = v.qv
@@ -853,7 +611,6 @@ class AccountBook:
         size: float,
         entry: float,
         isolated_margin: float,
-        seq: int,
     ) -> None:
         mark = inst.mark
         if loc >= 0 and not inst.inverse:  # the common case, inlined (hot path)
@@ -1030,7 +787,6 @@ def bulk_load(
             fresh = Block(cap)
             fresh.n = n
             fresh.acct[:n] = account[rows]
-            fresh.seq[:n] = seq
             fresh.size[:n] = size[rows]
             fresh.entry[:n] = entry[rows]
             if inst.inverse:

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streams.engine.book import AccountBook, Transition, _drop_aq_index
+from streams.engine.book import AccountBook, Transition
+from streams.engine.book_columns import _drop_aq_index
 from streams.engine.rejections import Rejection
 from streams.engine.tiers import FloatArray, IntArray
 
@@ -78,7 +79,7 @@ def apply_positions(
     # scalar rows first; their removals swap slots, so those instruments' slots are looked up again
     moved: set[int] = set()
     for a, k, i in scalar:
-        book.set_position(a, k, sizes[i], entries[i], isolated[i], isolated_margins[i], seqs[i])
+        book.set_position(a, k, sizes[i], entries[i], isolated[i], isolated_margins[i])
         touched.append(a)
         moved.add(k)
     if closes:
@@ -92,7 +93,7 @@ def apply_positions(
         ga, _gi, gl = groups[k]
         gl[:] = [slots[a] for a in ga]
 
-    acct = _apply_in_place(book, groups, sizes, entries, seqs) if groups else None
+    acct = _apply_in_place(book, groups, sizes, entries) if groups else None
     if touched:
         scalar_acct = np.array(touched, dtype=np.int64)
         acct = scalar_acct if acct is None else np.concatenate((acct, scalar_acct))
@@ -149,7 +150,6 @@ def _apply_in_place(
     groups: dict[int, tuple[list[int], list[int], list[int]]],
     sizes: Sequence[float],
     entries: Sequence[float],
-    seqs: Sequence[int],
 ) -> IntArray:
     """Size / entry changes of existing cross positions (per instrument: accounts, rows, slots).
 
@@ -187,7 +187,6 @@ def _apply_in_place(
     r = np.array(r_list, dtype=np.int64)
     size = np.asarray(sizes, dtype=np.float64)[r]
     entry = np.asarray(entries, dtype=np.float64)[r]
-    seq = np.asarray(seqs, dtype=np.int64)[r]
     old_q = np.concatenate(oq_parts)
     old_e = np.concatenate(oe_parts)
     old_size = np.concatenate(os_parts)
@@ -222,7 +221,6 @@ def _apply_in_place(
         g = slice(bounds[j], bounds[j + 1])
         blk.size[sl] = size[g]
         blk.entry[sl] = entry[g]
-        blk.seq[sl] = seq[g]
         blk.qv[sl] = q[g]
         blk.aq[sl] = aq[g]
         blk.ms[sl] = ms[g]

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streams.engine.book import AccountBook, Transition, position_values
+from streams.engine.book import AccountBook, Transition
 from streams.engine.book_batch import apply_positions
+from streams.engine.book_columns import position_values
 from streams.engine.config import EngineConfig
 from streams.engine.margin import shock_distance
 from streams.engine.models import (

@@ -38,7 +38,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streams.engine.adl import hyperliquid_score
-from streams.engine.book import AccountBook, InstrumentState
+from streams.engine.book import AccountBook
+from streams.engine.book_columns import InstrumentState
 from streams.engine.config import EngineConfig
 from streams.engine.grid import evaluate
 from streams.engine.pools import Pools, build_pools
