@@ -19,7 +19,7 @@ help:
 	@echo "                 PYTEST_ARGS='tests/integration -k kafka'  LINT=0  PYTEST_TIMEOUT=600"
 	@echo "make venv        .venv with python3.11 and pip install -e '.[dev]'"
 	@echo "make deps        apt-get install what is missing (redis, prometheus, alertmanager, java, maven)"
-	@echo "make lint        ruff check, mypy, lint-imports"
+	@echo "make lint        ruff check, ruff format --check, mypy, lint-imports"
 	@echo "make stack-up    Kafka + Redis for manual use; then: . .stack/dev/env.sh"
 	@echo "make stack-down  stop it (by PID)"
 	@echo "make demo ARGS=  riskmon demo ...      make bench   riskmon bench engine"
@@ -53,6 +53,7 @@ test: deps venv
 lint: venv
 	@rc=0; \
 	echo "+ ruff check streams tests"; $(VENV)/bin/ruff check streams tests || rc=1; \
+	echo "+ ruff format --check streams tests"; $(VENV)/bin/ruff format --check streams tests || rc=1; \
 	echo "+ mypy"; $(VENV)/bin/mypy || rc=1; \
 	echo "+ lint-imports"; $(VENV)/bin/lint-imports || rc=1; \
 	exit $$rc
