@@ -40,3 +40,25 @@ def require_path(path: Path, hint: str = "") -> Path:
     if not path.exists():
         require_or_skip(f"not found: {path}" + (f" ({hint})" if hint else ""))
     return path
+
+
+# The metrics contract (DESIGN.md "Metrics contract"): the raw series that rules and dashboards
+# may use (histograms by their _bucket/_sum/_count series).
+CONTRACT_METRICS = {
+    "riskmon_insurance_fund_balance_usd",
+    "riskmon_projected_bad_debt_usd",
+    "riskmon_socialized_loss_usd",
+    "riskmon_socialized_loss_haircut_ratio",
+    "riskmon_fund_exhaustion_shock_ratio",
+    "riskmon_liquidatable_notional_usd",
+    "riskmon_profitable_upnl_usd",
+    "riskmon_accounts",
+    "riskmon_mark_price_timestamp_seconds",
+    "riskmon_events_total",
+    "riskmon_events_rejected_total",
+    "riskmon_event_lag_seconds_bucket",
+    "riskmon_event_lag_seconds_sum",
+    "riskmon_event_lag_seconds_count",
+    "riskmon_worker_ready",
+    "riskmon_consumer_lag_messages",
+}

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import tool
+from tests.helpers import CONTRACT_METRICS, tool
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = ROOT / "alerts" / "prometheus" / "rules"
@@ -23,25 +23,6 @@ RUNBOOKS = ROOT / "docs" / "runbooks"
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
 TEST_FILES = sorted(TESTS_DIR.glob("*.test.yml"))
 
-# The metrics contract (DESIGN.md "Metrics contract" + the issue): the only raw series rules use.
-CONTRACT_METRICS = {
-    "riskmon_insurance_fund_balance_usd",
-    "riskmon_projected_bad_debt_usd",
-    "riskmon_socialized_loss_usd",
-    "riskmon_socialized_loss_haircut_ratio",
-    "riskmon_fund_exhaustion_shock_ratio",
-    "riskmon_liquidatable_notional_usd",
-    "riskmon_profitable_upnl_usd",
-    "riskmon_accounts",
-    "riskmon_mark_price_timestamp_seconds",
-    "riskmon_events_total",
-    "riskmon_events_rejected_total",
-    "riskmon_event_lag_seconds_bucket",
-    "riskmon_event_lag_seconds_sum",
-    "riskmon_event_lag_seconds_count",
-    "riskmon_worker_ready",
-    "riskmon_consumer_lag_messages",
-}
 PAGES = {
     "RiskmonInsuranceFundExhausted",
     "RiskmonInsuranceFundExhaustionShockLow",

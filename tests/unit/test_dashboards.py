@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers import CONTRACT_METRICS as HELPER_CONTRACT_METRICS
 from tests.helpers import require_or_skip, tool
 
 # The SDK warns at import that the classic dashboard schema is deprecated in favour of v2
@@ -29,23 +30,7 @@ JSON_DIR = DASH_DIR / "json"
 PROVISIONING = DASH_DIR / "provisioning"
 RULE_FILES = sorted((ROOT / "alerts" / "prometheus" / "rules").glob("*.yml"))
 
-CONTRACT_METRICS = {
-    "up",
-    "riskmon_insurance_fund_balance_usd",
-    "riskmon_projected_bad_debt_usd",
-    "riskmon_socialized_loss_usd",
-    "riskmon_socialized_loss_haircut_ratio",
-    "riskmon_fund_exhaustion_shock_ratio",
-    "riskmon_liquidatable_notional_usd",
-    "riskmon_profitable_upnl_usd",
-    "riskmon_accounts",
-    "riskmon_mark_price_timestamp_seconds",
-    "riskmon_events_total",
-    "riskmon_events_rejected_total",
-    "riskmon_event_lag_seconds_bucket",
-    "riskmon_worker_ready",
-    "riskmon_consumer_lag_messages",
-}
+CONTRACT_METRICS = HELPER_CONTRACT_METRICS | {"up"}
 # Grafana template variables -> something PromQL accepts, for parsing only.
 GRAFANA_VARS = {
     "$__rate_interval": "5m",
