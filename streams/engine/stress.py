@@ -272,12 +272,6 @@ def mm_at_shock(fb: FlatBook, x: FloatArray) -> FloatArray:
     return out
 
 
-def liquidation_cost(fb: FlatBook, notional: FloatArray, instrument: IntArray) -> FloatArray:
-    return notional * (
-        fb.fee[instrument] + fb.impact[instrument] * np.sqrt(notional / fb.depth[instrument])
-    )
-
-
 # -- PER-UNIT COEFFICIENTS -------------------------------------------------------------------------
 
 
@@ -371,13 +365,6 @@ def _mm_at_uniform_shock(fb: FlatBook, sel: IntArray, shock: float) -> FloatArra
         hinge = fb.hinge_coef * np.maximum(0.0, fb.hinge_dir * (shock - fb.hinge_break))
         mm += _bincount(fb.hinge_pos, weights=hinge, minlength=fb.unit.size)[sel]
     return mm
-
-
-def _unit_now(
-    fb: FlatBook, units: Units, zero: FloatArray
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    cost = _bincount(fb.unit, weights=fb.cost, minlength=units.n)
-    return units.e0, units.mm0, cost
 
 
 # -- PARTIALS --------------------------------------------------------------------------------------
