@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import faust
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.integration.servers import (
     ManagedProcess,
@@ -71,6 +72,18 @@ def make_app() -> faust.App:
             await sink.send(key=key, value=f"{account}={counts[account]}".encode())
 
     return app
+
+
+async def _committed_offset(bootstrap: str, group: str, topic: str) -> int:
+    """The group's committed offset on partition 0 of ``topic`` (-1 when none)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    meta = offsets.get(TopicPartition(topic, 0))
+    return -1 if meta is None else meta.offset
 
 
 async def _until(proc: ManagedProcess, what: Awaitable[T], timeout: float = 120.0) -> T:
@@ -144,6 +157,14 @@ async def test_faust_worker_processes_end_to_end(
     assert acct1[-1] == b"2", updates
     assert (await topic_config(kafka_bootstrap, changelog))["cleanup.policy"] == "compact"
 
+    # stop only once the worker committed what it processed: the second worker must continue
+    # from the committed offset, not from a replay of uncommitted input
+    async def committed_all() -> int:
+        while (offset := await _committed_offset(kafka_bootstrap, app_id, source)) < 3:
+            await asyncio.sleep(0.25)
+        return offset
+
+    assert await _until(worker, committed_all(), timeout=60) == 3
     worker.stop(timeout=60)
     assert not worker.alive()
 
