@@ -6,9 +6,12 @@ tests skip, unless ``RISKMON_REQUIRE_SERVICES=1`` (set by ``make test``) makes t
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import shutil
 import subprocess
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -29,6 +32,20 @@ PAGES = {
     "RiskmonInsuranceFundExhaustionPredicted",
 }
 RUNBOOK_SECTIONS = ("## Meaning", "## Impact", "## Diagnosis", "## Mitigation", "## Escalation")
+
+
+def _load_runbooks() -> ModuleType:
+    """alerts/runbooks.py (``alerts`` is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "riskmon_alerts_runbooks", ROOT / "alerts" / "runbooks.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+runbooks = _load_runbooks()
 
 
 def _run(cmd: list[str], cwd: Path = ROOT) -> None:
@@ -95,6 +112,60 @@ def test_runbook_exists_and_is_complete(alert: str) -> None:
     assert text.startswith(f"# {alert}"), "runbook title is the alert name"
     missing = [s for s in RUNBOOK_SECTIONS if s not in text]
     assert not missing, f"{path.name} lacks sections {missing}"
+
+
+def test_every_runbook_url_resolves_to_a_runbook() -> None:
+    """One base for all links; below it, each link names docs/runbooks/<alert>.md, which exists."""
+    assert runbooks.problems() == []
+    base = runbooks.current_base()
+    assert base.startswith(("https://", "http://")), base
+    for alert in _alerts():
+        url = alert["annotations"]["runbook_url"]
+        assert url == f"{base}/{alert['alert']}.md"
+        assert (RUNBOOKS / url.removeprefix(f"{base}/")).is_file(), url
+
+
+def test_runbook_link_problems_are_reported() -> None:
+    base = "https://git.example.com/riskmon/docs/runbooks"
+    ok = f"{base}/RiskmonWorkerDown.md"
+    other_host = "https://x.test/RiskmonPriceFeedStale.md"
+    assert runbooks.problems({"RiskmonWorkerDown": ok}) == []
+    bad = {
+        "no annotation": {"RiskmonWorkerDown": None},
+        "another alert's page": {"RiskmonWorkerDown": f"{base}/RiskmonPriceFeedStale.md"},
+        "no such runbook": {"RiskmonNoSuchAlert": f"{base}/RiskmonNoSuchAlert.md"},
+        "two bases": {"RiskmonWorkerDown": ok, "RiskmonPriceFeedStale": other_host},
+        "relative link": {"RiskmonWorkerDown": "docs/runbooks/RiskmonWorkerDown.md"},
+    }
+    for case, urls in bad.items():
+        assert runbooks.problems(urls), case
+
+
+def test_set_base_rewrites_rules_and_promtool_tests_together(tmp_path: Path) -> None:
+    """The documented way to change the base rewrites every link and keeps promtool green."""
+    copy = tmp_path / "prometheus"
+    shutil.copytree(ROOT / "alerts" / "prometheus", copy)
+    rules = sorted((copy / "rules").glob("*.yml"))
+    tests = sorted((copy / "tests").glob("*.test.yml"))
+    old_base = runbooks.current_base()
+    new_base = "https://git.example.com/ops/riskmon/-/blob/main/docs/runbooks"
+    with_links = {p for p in [*rules, *tests] if old_base in p.read_text()}
+    assert set(rules) <= with_links and set(tests) & with_links, "links in rules and tests"
+    changed = runbooks.set_base(new_base + "/", [*rules, *tests])
+    assert set(changed) == with_links
+    for path in changed:
+        assert old_base not in path.read_text(), path
+    urls = {
+        rule["alert"]: rule["annotations"]["runbook_url"]
+        for path in rules
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    assert urls and all(url == f"{new_base}/{alert}.md" for alert, url in urls.items()), urls
+    assert runbooks.problems(urls) == []
+    for test_file in tests:
+        _run([tool("promtool"), "test", "rules", test_file.name], cwd=test_file.parent)
 
 
 def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
