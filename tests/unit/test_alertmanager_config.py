@@ -158,6 +158,20 @@ def test_templates_render() -> None:
         assert proc.returncode == 0, f"{name}: {proc.stdout}{proc.stderr}"
 
 
+def test_pages_link_the_alerts_runbook() -> None:
+    """A PagerDuty incident carries a *Runbook* link to the first alert's ``runbook_url`` (checked
+    to resolve by tests/unit/test_alert_rules.py), and the alert lines in its details print it."""
+    pagerduty = [pd for r in _config()["receivers"] for pd in r.get("pagerduty_configs", [])]
+    assert pagerduty, "no PagerDuty receiver"
+    for pd in pagerduty:
+        hrefs = [link["href"] for link in pd.get("links", [])]
+        assert any(re.search(r"\.Annotations\.runbook_url\b", h) for h in hrefs), hrefs
+        assert "riskmon.text" in pd["details"]["firing"]
+    templates = "".join(path.read_text() for path in TEMPLATES)
+    line = re.search(r'define "riskmon.alert.line".*?^{{-? end }}', templates, re.S | re.M)
+    assert line and ".Annotations.runbook_url" in line.group(0)
+
+
 # ---------------------------------------------------------------------------------------------
 # alerts/local.py: the loopback variants the end-to-end paging test uses
 # ---------------------------------------------------------------------------------------------
