@@ -19,6 +19,22 @@ Layout
 * Isolated positions are their own margin pools (equity = isolated margin + uPnL); they do not
   enter the account sums and are valued from the columns when needed (stress, queries).
 
+Risk states (per pool, account = worst pool)
+--------------------------------------------
+Every margin pool has its own risk state, judged on its own margin with the hysteresis of
+:class:`StateMachine`: the account's CROSS pool (wallet + Σ cross uPnL vs Σ cross MM; it exists
+for every account, with or without cross positions) in ``cross_state`` (its utilization band in
+``band_lo`` / ``band_hi``), and each ISOLATED position (isolated margin + its uPnL vs its MM) in
+its block's ``pstate``. A new pool (a position opened isolated, or switched to isolated) starts
+from healthy; an isolated position changed in place keeps its pool (and its hysteresis).
+The account's state ``state`` is the worst of its pools (healthy < watch < at_risk < liquidatable
+< underwater); ``iso_levels[a, s]`` counts the account's isolated pools in state ``s`` and
+``iso_state`` is the worst of them. Transitions are emitted when the ACCOUNT state changes; the
+utilization reported with them (and by ``utilization()``) is that of the account's worst pool:
+the highest pool state, ties broken by the higher utilization, then the cross pool, then the
+lower instrument index (``worst_pool``). A tick on an instrument revalues its isolated holders
+too (vectorized; only pools whose utilization left their state's band run the state machine).
+
 ``resync()`` rebuilds every sum from the columns (floating-point drift control); the property
 tests check that the incremental sums equal a from-scratch recomputation.
 
@@ -56,6 +72,8 @@ from streams.engine.tiers import FloatArray, IntArray, TierTable
 
 Transition = tuple[int, int, int, float]  # account index, previous, current, utilization
 
+_NO_ACCOUNTS: IntArray = np.zeros(0, dtype=np.int64)
+
 SORT_AFTER_CROSSINGS = 3  # band-leaving ticks of an unchanged block before its aq index is built
 
 # -- THE BOOK --------------------------------------------------------------------------------------
@@ -92,7 +110,10 @@ class AccountBook:
         self.wallet: FloatArray = np.zeros(cap)
         self.equity: FloatArray = np.zeros(cap)
         self.mm: FloatArray = np.zeros(cap)
-        self.state: NDArray[np.int8] = np.zeros(cap, dtype=np.int8)
+        self.state: NDArray[np.int8] = np.zeros(cap, dtype=np.int8)  # account: worst pool
+        self.cross_state: NDArray[np.int8] = np.zeros(cap, dtype=np.int8)
+        self.iso_state: NDArray[np.int8] = np.zeros(cap, dtype=np.int8)
+        self.iso_levels: NDArray[np.int32] = np.zeros((cap, len(RiskState)), dtype=np.int32)
         self.band_lo: FloatArray = np.full(cap, self._band_lo[0])
         self.band_hi: FloatArray = np.full(cap, self._band_hi[0])
         self.balance_seq: IntArray = np.full(cap, -1, dtype=np.int64)
@@ -177,13 +198,16 @@ class AccountBook:
             "equity",
             "mm",
             "state",
+            "cross_state",
+            "iso_state",
+            "iso_levels",
             "band_lo",
             "band_hi",
             "balance_seq",
             "cross_count",
         ):
             old = getattr(self, name)
-            new = np.zeros(cap, dtype=old.dtype)
+            new = np.zeros((cap, *old.shape[1:]), dtype=old.dtype)
             new[:old_cap] = old
             setattr(self, name, new)
         self.balance_seq[old_cap:] = -1
@@ -197,8 +221,123 @@ class AccountBook:
         return self.equity[:n] - self.wallet[:n]
 
     def utilization(self) -> FloatArray:
+        """Every account's utilization: that of its worst pool (see ``worst_pools``)."""
+        return self.worst_pools()[0]
+
+    def cross_utilization(self) -> FloatArray:
         n = self.n_accounts
         return utilization(self.mm[:n], self.equity[:n])
+
+    # -- ISOLATED POOLS ----------------------------------------------------------------------------
+
+    @staticmethod
+    def iso_pool_values(
+        inst: InstrumentState, block: Block, sl: slice | IntArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """(equity, MM) of isolated pools ``sl`` of ``block`` at the instrument's mark."""
+        mark = inst.mark
+        eq = block.iso_margin[sl] + block.qv[sl] * (mark - block.entry[sl])
+        if inst.inverse:
+            notional = np.abs(block.size[sl]) * inst.contract_size
+        else:
+            notional = block.aq[sl] * mark
+        return eq, inst.table.maintenance_margin(notional)
+
+    def _iso_tick(self, inst: InstrumentState) -> IntArray:
+        """Re-evaluate the isolated pools of ``inst`` at its mark; returns the accounts whose
+        pool state changed (the caller restates them)."""
+        block = inst.iso
+        assert block is not None
+        n = block.n
+        if n == 0 or math.isnan(inst.mark):
+            return _NO_ACCOUNTS
+        eq, mm = self.iso_pool_values(inst, block, slice(0, n))
+        ps = block.pstate[:n]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            raw = mm / eq
+        out = np.flatnonzero((raw < self._band_lo[ps]) | ~(raw < self._band_hi[ps]))
+        if out.size == 0:
+            return _NO_ACCOUNTS
+        old = ps[out]
+        new = self.machine.next_states(utilization(mm[out], eq[out]), eq[out], old)
+        ch = new != old
+        if not ch.any():
+            return _NO_ACCOUNTS
+        slots = out[ch]
+        a = block.acct[slots]
+        block.pstate[slots] = new[ch]
+        np.add.at(self.iso_levels, (a, old[ch]), -1)
+        np.add.at(self.iso_levels, (a, new[ch]), 1)
+        self._refresh_iso_state(a)
+        return a
+
+    def _refresh_iso_state(self, a: IntArray) -> None:
+        held = self.iso_levels[a] > 0
+        top = held.shape[1] - 1 - np.argmax(held[:, ::-1], axis=1)
+        self.iso_state[a] = np.where(held.any(axis=1), top, 0)
+
+    def _file_iso_pool(self, a: int, inst: InstrumentState, slot: int, fresh: bool) -> None:
+        """Evaluate one isolated pool (just set or changed) and file its state; a ``fresh`` pool
+        starts from healthy, a changed one keeps its hysteresis."""
+        block = inst.iso
+        assert block is not None
+        v = position_values(inst, float(block.size[slot]), float(block.entry[slot]), inst.mark)
+        eq = float(block.iso_margin[slot]) + v.upnl
+        prev = 0 if fresh else int(block.pstate[slot])
+        new = self.machine.next_state(utilization_scalar(v.mm, eq), eq, prev)
+        block.pstate[slot] = new
+        if not fresh:
+            self.iso_levels[a, prev] -= 1
+        self.iso_levels[a, new] += 1
+        self._refresh_iso_state(np.array([a]))
+
+    def _drop_iso_pool(self, a: int, block: Block, slot: int) -> None:
+        self.iso_levels[a, int(block.pstate[slot])] -= 1
+        self._refresh_iso_state(np.array([a]))
+
+    def worst_pools(self) -> tuple[FloatArray, IntArray]:
+        """(utilization, pool) of every account's worst pool; pool −1 = cross, else the
+        instrument index of the isolated position. Worst = highest pool state, then highest
+        utilization, then cross before isolated, then the lower instrument index."""
+        n = self.n_accounts
+        util = utilization(self.mm[:n], self.equity[:n])
+        pool = np.full(n, -1, dtype=np.int64)
+        if not self.iso_levels[:n].any():
+            return util, pool
+        state = self.cross_state[:n].copy()
+        for inst in self.instruments:  # accounts are distinct within one block
+            block = inst.iso
+            assert block is not None
+            if block.n == 0:
+                continue
+            eq, mm = self.iso_pool_values(inst, block, slice(0, block.n))
+            u = utilization(mm, eq)
+            s = block.pstate[: block.n]
+            a = block.acct[: block.n]
+            better = (s > state[a]) | ((s == state[a]) & (u > util[a]))
+            ab = a[better]
+            state[ab] = s[better]
+            util[ab] = u[better]
+            pool[ab] = inst.index
+        return util, pool
+
+    def worst_pool(self, a: int) -> tuple[float, int]:
+        """(utilization, pool) of account ``a``'s worst pool (one account; see ``worst_pools``)."""
+        util = utilization_scalar(float(self.mm[a]), float(self.equity[a]))
+        state = int(self.cross_state[a])
+        pool = -1
+        if int(self.iso_levels[a].sum()) == 0:
+            return util, pool
+        for inst, block, slot in self.positions(a):
+            if block is inst.cross:
+                continue
+            v = position_values(inst, float(block.size[slot]), float(block.entry[slot]), inst.mark)
+            eq = float(block.iso_margin[slot]) + v.upnl
+            u = utilization_scalar(v.mm, eq)
+            s = int(block.pstate[slot])
+            if s > state or (s == state and u > util):
+                state, util, pool = s, u, inst.index
+        return util, pool
 
     # -- PRICES ------------------------------------------------------------------------------------
 
@@ -210,11 +349,13 @@ class AccountBook:
         if math.isnan(old):
             return self._revalue(inst, mark)
         inst.mark = mark
+        assert inst.iso is not None
+        iso_a = self._iso_tick(inst) if inst.iso.n else _NO_ACCOUNTS
         block = inst.cross
         assert block is not None
         n = block.n
         if n == 0:
-            return []
+            return self._restate(iso_a) if iso_a.size else []
         dm = mark - old
         a = block.acct[:n]
         eq = self.equity[a]
@@ -230,6 +371,8 @@ class AccountBook:
         with np.errstate(divide="ignore", invalid="ignore"):
             util = mm / eq
         out = (util < self.band_lo[a]) | ~(util < self.band_hi[a])
+        if iso_a.size:  # isolated and cross holders of one instrument are distinct accounts
+            return self._restate(np.concatenate((a[out], iso_a)))
         if not out.any():
             return []
         return self._restate(a[out])
@@ -336,12 +479,13 @@ class AccountBook:
         if total and holders * 3 >= total:
             return self._apply_marks_flat(ks, marks, ts)
         touched = np.zeros(self.n_accounts, dtype=np.bool_)
+        iso_touched = np.zeros(self.n_accounts, dtype=np.bool_)
         for k, mark in zip(ks.tolist(), marks.tolist(), strict=True):
             inst = self.instruments[k]
             old = inst.mark
             inst.mark_ts = ts
             block = inst.cross
-            assert block is not None
+            assert block is not None and inst.iso is not None
             if math.isnan(old):
                 self._revalue(inst, mark, restate=False)
             elif block.n:
@@ -361,9 +505,11 @@ class AccountBook:
                 inst.mark = mark
             if block.n:
                 touched[block.acct[: block.n]] = True
+            if inst.iso.n:
+                iso_touched[self._iso_tick(inst)] = True
         if touched.sum() * 4 < self.n_accounts:
-            return self._restate(np.flatnonzero(touched))
-        return self._restate_all()
+            return self._restate(np.flatnonzero(touched | iso_touched))
+        return self._restate_all(iso_touched)
 
     def _cross_counts(self) -> IntArray:
         flat = self._flat
@@ -378,15 +524,20 @@ class AccountBook:
     def _apply_marks_flat(self, ks: IntArray, marks: FloatArray, ts: float) -> list[Transition]:
         dm = np.zeros(len(self.instruments))
         crossing: list[tuple[InstrumentState, float, float]] = []
+        iso_touched = np.zeros(self.n_accounts, dtype=np.bool_)
         for k, mark in zip(ks.tolist(), marks.tolist(), strict=True):
             inst = self.instruments[k]
             old = inst.mark
             inst.mark_ts = ts
             if math.isnan(old):
                 self._revalue(inst, mark, restate=False)
+                iso_touched[self._iso_tick(inst)] = True
                 continue
             dm[k] = mark - old
             inst.mark = mark
+            assert inst.iso is not None
+            if inst.iso.n:
+                iso_touched[self._iso_tick(inst)] = True
             if not inst.inverse and not (inst.band_lo <= mark < inst.band_hi):
                 crossing.append((inst, old, mark))
         flat = self._flat_cross()
@@ -401,7 +552,7 @@ class AccountBook:
                 assert block is not None
                 self.mm[block.acct[crossed]] += correction  # distinct accounts
                 flat.ms[flat.offsets[inst.index] + crossed] = block.ms[crossed]
-        return self._restate_all()
+        return self._restate_all(iso_touched)
 
     def _flat_cross(self) -> FlatCross:
         """A flat copy of every cross block (rebuilt after any change to the columns)."""
@@ -462,48 +613,72 @@ class AccountBook:
         inst.band_lo, inst.band_hi = lo, hi
         block = inst.cross
         assert block is not None
+        iso_a = self._iso_tick(inst) if restate else _NO_ACCOUNTS
         if cross_values is None:
-            return []
+            return self._restate(iso_a) if iso_a.size else []
         a = block.acct[: block.n]
         self.equity[a] += cross_values.upnl
         self.mm[a] += cross_values.mm
-        return self._restate(a) if restate else []
+        return self._restate(np.concatenate((a, iso_a))) if restate else []
 
-    def _restate(self, a: IntArray, only_out_of_band: bool = False) -> list[Transition]:
+    def _restate(self, a: IntArray) -> list[Transition]:
+        """Cross-pool state machine for accounts ``a`` (distinct), then their account state
+        (worst of the cross pool and ``iso_state``); returns the account transitions."""
+        if a.size == 0:
+            return []
         eq = self.equity[a]
         mm = self.mm[a]
-        if only_out_of_band:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                raw = mm / eq
-            out = (raw < self.band_lo[a]) | ~(raw < self.band_hi[a])
-            a, eq, mm = a[out], eq[out], mm[out]
         util = utilization(mm, eq)
+        prev_cross = self.cross_state[a]
+        cross = self.machine.next_states(util, eq, prev_cross)
+        moved = np.flatnonzero(cross != prev_cross)
+        if moved.size:
+            idx = a[moved]
+            ns = cross[moved]
+            self.cross_state[idx] = ns
+            self.band_lo[idx] = self._band_lo[ns]
+            self.band_hi[idx] = self._band_hi[ns]
+        new = np.maximum(cross, self.iso_state[a])
         prev = self.state[a]
-        new = self.machine.next_states(util, eq, prev)
         changed = np.flatnonzero(new != prev)
         if changed.size == 0:
             return []
         idx = a[changed]
         ns = new[changed]
         self.state[idx] = ns
-        self.band_lo[idx] = self._band_lo[ns]
-        self.band_hi[idx] = self._band_hi[ns]
         return list(
             zip(
                 idx.tolist(),
                 prev[changed].tolist(),
                 ns.tolist(),
-                util[changed].tolist(),
+                self._reported_utilization(idx, util[changed]).tolist(),
                 strict=True,
             )
         )
 
-    def _restate_all(self) -> list[Transition]:
-        """State machine for the accounts (of all) whose utilization left their state's band."""
+    def _reported_utilization(self, idx: IntArray, cross_util: FloatArray) -> FloatArray:
+        """The worst pool's utilization of accounts ``idx`` (``cross_util``: their cross one)."""
+        has_iso = self.iso_levels[idx].any(axis=1)
+        if not has_iso.any():
+            return cross_util
+        out = cross_util.copy()
+        rows = np.flatnonzero(has_iso)
+        if rows.size > 64:  # many (bulk load, a crash): one pass over every isolated block
+            out[rows] = self.worst_pools()[0][idx[rows]]
+        else:
+            for r in rows.tolist():
+                out[r] = self.worst_pool(int(idx[r]))[0]
+        return out
+
+    def _restate_all(self, extra: NDArray[np.bool_] | None = None) -> list[Transition]:
+        """State machine for the accounts (of all) whose cross utilization left their band, and
+        those flagged in ``extra`` (an isolated pool of theirs changed state)."""
         n = self.n_accounts
         with np.errstate(divide="ignore", invalid="ignore"):
             raw = self.mm[:n] / self.equity[:n]
         out = (raw < self.band_lo[:n]) | ~(raw < self.band_hi[:n])
+        if extra is not None:
+            out |= extra[:n]
         idx = np.flatnonzero(out)
         if idx.size == 0:
             return []
@@ -512,13 +687,19 @@ class AccountBook:
     def _restate_one(self, a: int) -> list[Transition]:
         eq = float(self.equity[a])
         util = utilization_scalar(float(self.mm[a]), eq)
+        prev_cross = int(self.cross_state[a])
+        cross = self.machine.next_state(util, eq, prev_cross)
+        if cross != prev_cross:
+            self.cross_state[a] = cross
+            self.band_lo[a] = self._band_lo[cross]
+            self.band_hi[a] = self._band_hi[cross]
+        new = max(cross, int(self.iso_state[a]))
         prev = int(self.state[a])
-        new = self.machine.next_state(util, eq, prev)
         if new == prev:
             return []
         self.state[a] = new
-        self.band_lo[a] = self._band_lo[new]
-        self.band_hi[a] = self._band_hi[new]
+        if self.iso_levels[a].any():
+            util = self.worst_pool(a)[0]
         return [(a, prev, new, util)]
 
     # -- POSITIONS & BALANCES ----------------------------------------------------------------------
@@ -590,7 +771,9 @@ class AccountBook:
             block.lo[s] = v.band_lo
             block.hi[s] = v.band_hi
             slots[a] = ~s if isolated else s
-            if not isolated:
+            if isolated:
+                self._file_iso_pool(a, inst, s, fresh=True)
+            else:
                 if v.band_lo > inst.band_lo:
                     inst.band_lo = v.band_lo
                 if v.band_hi < inst.band_hi:
@@ -663,6 +846,8 @@ class AccountBook:
                 inst.band_lo = v.band_lo
             if v.band_hi < inst.band_hi:
                 inst.band_hi = v.band_hi
+        else:
+            self._file_iso_pool(a, inst, slot, fresh=False)
 
     def _remove(self, inst: InstrumentState, a: int, loc: int) -> None:
         assert inst.slots is not None
@@ -681,6 +866,8 @@ class AccountBook:
             if self.cross_count[a] == 0:  # no cross position left: no drift residue either
                 self.equity[a] = self.wallet[a]
                 self.mm[a] = 0.0
+        else:
+            self._drop_iso_pool(a, block, slot)
         moved = block.swap_remove(slot)
         del inst.slots[a]
         if moved >= 0:
@@ -809,5 +996,10 @@ def bulk_load(
         assert inst.seqs is not None
         inst.seqs.update(dict.fromkeys(account[sel].tolist(), seq))
     book.resync()
+    for inst in book.instruments:  # isolated pools start healthy, then are evaluated once
+        assert inst.iso is not None
+        if inst.iso.n:
+            book.iso_levels[inst.iso.acct[: inst.iso.n], 0] += 1  # distinct accounts
+            book._iso_tick(inst)
     a_all = np.arange(n_acc)
     book._restate(a_all)

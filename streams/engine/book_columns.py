@@ -1,9 +1,10 @@
 """Column types of :class:`streams.engine.book.AccountBook` and the pure valuation helpers.
 
 * :class:`Block`: struct-of-arrays of one instrument's positions in one margin mode (account
-  index, size, entry, the mark-derivatives ``qv``/``aq``/``ms``/``ims``, isolated margin and the
-  mark band ``lo``/``hi`` in which each position keeps its margin tier); grows by doubling,
-  closing a position swap-removes its slot.
+  index, size, entry, the mark-derivatives ``qv``/``aq``/``ms``/``ims``, isolated margin, the
+  mark band ``lo``/``hi`` in which each position keeps its margin tier and, in isolated blocks,
+  ``pstate``: the risk state of the position's own margin pool); grows by doubling, closing a
+  position swap-removes its slot.
 * :class:`InstrumentState`: derived parameters of one instrument (tiers, fund, mark, the tier
   band) and its two blocks (cross, isolated).
 * :func:`position_values` / :func:`block_values`: exact values of one position / a whole block at
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 from streams.engine.models import Instrument
 from streams.engine.tiers import FloatArray, IntArray, TierTable
@@ -37,6 +39,7 @@ class Block:
         "lo",
         "ms",
         "n",
+        "pstate",
         "qv",
         "size",
     )
@@ -54,6 +57,8 @@ class Block:
         # the mark band in which the position stays in its margin tier
         self.lo: FloatArray = np.full(capacity, -np.inf)
         self.hi: FloatArray = np.full(capacity, np.inf)
+        # risk state of the position's own margin pool (isolated blocks; unused in cross blocks)
+        self.pstate: NDArray[np.int8] = np.zeros(capacity, dtype=np.int8)
 
     def _grow(self) -> None:
         cap = 2 * self.acct.shape[0]
@@ -68,6 +73,7 @@ class Block:
             "iso_margin",
             "lo",
             "hi",
+            "pstate",
         ):
             old = getattr(self, name)
             new = np.zeros(cap, dtype=old.dtype)
@@ -96,6 +102,7 @@ class Block:
                 self.iso_margin,
                 self.lo,
                 self.hi,
+                self.pstate,
             ):
                 arr[slot] = arr[last]
             moved = int(self.acct[slot])

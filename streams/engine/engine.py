@@ -59,7 +59,17 @@ class Applied:
 
 @dataclass(frozen=True, slots=True)
 class AccountRisk:
-    """One account's risk figures (cross pool; isolated pools counted in the distances)."""
+    """One account's risk figures.
+
+    Margin pools: the account's cross pool (wallet + Σ cross uPnL vs Σ cross MM) and each
+    isolated position (isolated margin + its uPnL vs its MM), each with its own risk state and
+    hysteresis. ``state`` is the WORST pool's state; ``utilization`` is the worst pool's
+    utilization and ``worst_pool`` names it ("cross" or the isolated position's instrument;
+    worst = highest state, then highest utilization, then cross, then the first instrument).
+    The USD figures (wallet, uPnL, equity, notional, MM, IM, available margin) and
+    ``cross_utilization`` are those of the cross pool; the distances are the account's (the
+    smallest move at which ANY of its pools is liquidatable / bankrupt).
+    """
 
     account: str
     wallet_usd: float
@@ -68,7 +78,7 @@ class AccountRisk:
     notional_usd: float
     maintenance_margin_usd: float
     initial_margin_usd: float
-    utilization: float  # MM / equity; inf when equity ≤ 0 with margin to keep
+    utilization: float  # worst pool's MM / equity; inf when equity ≤ 0 with margin to keep
     available_margin_usd: float  # equity − IM
     state: RiskState
     positions: int
@@ -81,6 +91,8 @@ class AccountRisk:
     volatility_per_sqrt_second: float  # notional-weighted EWMA volatility of its instruments
     distance_sigmas: float  # log distance to liquidation / (σ √horizon)
     liquidation_probability: float  # first passage within the horizon: 2 Φ(−distance_sigmas)
+    worst_pool: str = "cross"  # the pool behind ``state`` / ``utilization``
+    cross_utilization: float = 0.0  # the cross pool's MM / equity
 
 
 class RiskEngine:
@@ -291,7 +303,7 @@ class RiskEngine:
         return None if a is None else self._account_risk(a)
 
     def top_at_risk(self, n: int | None = None) -> list[AccountRisk]:
-        """The ``n`` accounts with the highest margin utilization (worst first)."""
+        """The ``n`` accounts with the highest utilization (of their worst pool; worst first)."""
         n = self.config.top_n if n is None else n
         util = self.book.utilization()
         if util.size == 0 or n <= 0:
@@ -372,6 +384,7 @@ class RiskEngine:
         scale = sigma * math.sqrt(self.config.horizon_seconds)
         sigmas = log_dist / scale if scale > 0 else math.inf
         prob = first_passage_probability(log_dist, sigma, self.config.horizon_seconds)
+        worst_util, worst_k = b.worst_pool(a)
         return AccountRisk(
             account=b.account_names[a],
             wallet_usd=wallet,
@@ -380,7 +393,7 @@ class RiskEngine:
             notional_usd=notional,
             maintenance_margin_usd=mm,
             initial_margin_usd=im,
-            utilization=utilization_scalar(mm, equity),
+            utilization=worst_util,
             available_margin_usd=equity - im,
             state=b.state_of(a),
             positions=len(positions),
@@ -392,6 +405,8 @@ class RiskEngine:
             volatility_per_sqrt_second=sigma,
             distance_sigmas=sigmas,
             liquidation_probability=prob,
+            worst_pool="cross" if worst_k < 0 else b.instruments[worst_k].name,
+            cross_utilization=utilization_scalar(mm, equity),
         )
 
     # -- VENUE -------------------------------------------------------------------------------------

@@ -202,6 +202,18 @@ class NaiveBook:
             f["utilization"] = mm / eq if eq > 0 else (math.inf if eq < 0 or mm > 0 else 0.0)
         return acc
 
+    def pool_figures(self, account: str) -> list[tuple[str | None, float, float]]:
+        """(pool, equity, MM) of every margin pool of one account: the cross pool first (pool
+        None; it exists with or without cross positions), then each isolated position (pool =
+        its instrument, equity = isolated margin + uPnL) in instrument-name order."""
+        cross = self.account_figures(account)
+        out: list[tuple[str | None, float, float]] = [(None, cross["equity"], cross["mm"])]
+        for (acct, instrument), pos in sorted(self.positions.items()):
+            if acct == account and pos.isolated:
+                u, _n, m, _i, _c, _s = self.position_figures(instrument, pos)
+                out.append((instrument, pos.isolated_margin + u, m))
+        return out
+
     # -- pools and the venue -----------------------------------------------------------------------
 
     def pools(self, shock_of: Callable[[str], float]) -> list[PoolFigures]:
@@ -281,3 +293,57 @@ class NaiveBook:
         self, shocks: Mapping[str, float], default: float, slack: float = 0.0
     ) -> dict[str, dict[str, float]]:
         return self.venue(lambda name: shocks.get(name, default), slack)
+
+
+def _utilization(mm: float, equity: float) -> float:
+    if equity > 0:
+        return mm / equity
+    return math.inf if equity < 0 or mm > 0 else 0.0
+
+
+def classify(config: EngineConfig, util: float, equity: float, previous: int) -> int:
+    """Risk level of one pool: 0 healthy, 1 watch, 2 at_risk, 3 liquidatable, 4 underwater.
+
+    Escalates at once; de-escalates only below ``threshold − hysteresis``; underwater while
+    equity < 0 (then the utilization rules apply again)."""
+    if equity < 0:
+        return 4
+    ups = (config.watch_utilization, config.at_risk_utilization, config.liquidatable_utilization)
+    raw = sum(1 for t in ups if util >= t)
+    if raw >= previous:
+        return raw
+    down = sum(1 for t in ups if util >= t - config.hysteresis)
+    return max(raw, min(previous, down))
+
+
+@dataclass
+class NaiveStates:
+    """Per-pool risk states with hysteresis, stepped after every event: the account's state is
+    the worst of its pools (cross pool and each isolated position, each on its own margin);
+    a pool that appears (a position opened or switched to isolated) starts healthy."""
+
+    config: EngineConfig
+    pools: dict[tuple[str, str | None], int] = field(default_factory=dict)
+
+    def step(self, book: NaiveBook) -> None:
+        seen: dict[tuple[str, str | None], int] = {}
+        for account in book.accounts:
+            for pool, equity, mm in book.pool_figures(account):
+                key = (account, pool)
+                prev = self.pools.get(key, 0)
+                seen[key] = classify(self.config, _utilization(mm, equity), equity, prev)
+        self.pools = seen
+
+    def account_state(self, account: str) -> int:
+        return max(s for (a, _p), s in self.pools.items() if a == account)
+
+    def worst_pool(self, book: NaiveBook, account: str) -> tuple[str | None, float]:
+        """(pool, utilization) of the account's worst pool: highest state, then highest
+        utilization, then the cross pool, then the first instrument."""
+        best: tuple[int, float] | None = None
+        out: tuple[str | None, float] = (None, 0.0)
+        for pool, equity, mm in book.pool_figures(account):
+            key = (self.pools.get((account, pool), 0), _utilization(mm, equity))
+            if best is None or key > best:
+                best, out = key, (pool, key[1])
+        return out

@@ -4,8 +4,11 @@ Random sequences of price ticks, position opens / changes / closes (cross and is
 and inverse, across tier floors), balance updates, duplicates and stale sequence numbers are fed
 to the engine and to the naive reference; both must accept/reject the same events and agree on
 every account's equity, MM, IM, notional and utilization (rtol 1e-9 of gross notional), and on the
-risk states (the naive side replays the same hysteresis state machine; accounts whose utilization
-ever came within 1e-9 of a threshold are skipped, as float rounding may legitimately differ there).
+risk states: per margin pool (the cross pool and each isolated position) with hysteresis, the
+account's state being its worst pool's, and the reported utilization that of the worst pool (the
+naive side steps its own per-pool state machine, ``naive.NaiveStates``, after every event;
+accounts any of whose pools ever came within 1e-9 of a threshold are skipped, as float rounding
+may legitimately differ there).
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from hypothesis import strategies as st
 import streams.engine.book as book_module
 from streams.engine.config import EngineConfig
 from streams.engine.engine import RiskEngine
-from streams.engine.naive import NaiveBook
+from streams.engine.models import RiskState
+from streams.engine.naive import NaiveBook, NaiveStates
 from streams.engine.rejections import RejectedEvent
-from streams.engine.states import StateMachine
 from tests.builders import instrument, inverse_instrument, tiers
 
 INSTRUMENTS = [
@@ -67,8 +70,8 @@ class Replay:
     def __init__(self, config: EngineConfig) -> None:
         self.engine = RiskEngine(config)
         self.naive = NaiveBook(config)
-        self.machine = StateMachine(config)
-        self.states: dict[str, int] = {}
+        self.states = NaiveStates(config)
+        self.transitions: list[tuple[str, RiskState, RiskState]] = []
         self.ambiguous: set[str] = set()
         self.seq: dict[object, int] = {}
         self.thresholds = np.concatenate(
@@ -86,7 +89,7 @@ class Replay:
         if kind == "price":
             _, name, factor = op
             mark = BASE[name] * factor
-            self.engine.apply_price_fast(name, mark, self.ts)
+            self.record(self.engine.apply_price_fast(name, mark, self.ts))
             self.naive.apply_price(name, mark)
         elif kind == "position":
             _, acct, name, size, ef, iso, margin, dseq = op
@@ -96,7 +99,7 @@ class Replay:
             entry = BASE.get(name, 1.0) * ef
             args = (acct, name, size, entry, iso, margin if iso else 0.0, seq)
             try:
-                self.engine.apply_position_fast(*args, self.ts)
+                self.record(self.engine.apply_position_fast(*args, self.ts))
             except RejectedEvent as exc:
                 e_err = exc.reason
             try:
@@ -111,7 +114,7 @@ class Replay:
             if seq < 0:
                 return
             try:
-                self.engine.apply_balance_fast(acct, wallet, seq, self.ts)
+                self.record(self.engine.apply_balance_fast(acct, wallet, seq, self.ts))
             except RejectedEvent as exc:
                 e_err = exc.reason
             try:
@@ -123,16 +126,20 @@ class Replay:
         assert e_err == n_err
         self._step_states()
 
+    def record(self, transitions: list[Any]) -> None:
+        self.transitions += [(t.account, t.previous, t.current) for t in transitions]
+
     def _step_states(self) -> None:
         for acct in self.naive.accounts:
-            fig = self.naive.account_figures(acct)
-            util, eq = fig["utilization"], fig["equity"]
-            near = (math.isfinite(util) and np.any(np.abs(self.thresholds - util) < 1e-9)) or (
-                abs(eq) < 1e-9 * (1 + fig["notional"])
-            )
-            if near:
-                self.ambiguous.add(acct)
-            self.states[acct] = self.machine.next_state(util, eq, self.states.get(acct, 0))
+            notional = self.naive.account_figures(acct)["notional"]
+            for _pool, eq, mm in self.naive.pool_figures(acct):
+                util = mm / eq if eq > 0 else math.inf
+                near = (math.isfinite(util) and np.any(np.abs(self.thresholds - util) < 1e-9)) or (
+                    abs(eq) < 1e-9 * (1 + notional + mm)
+                )
+                if near:
+                    self.ambiguous.add(acct)
+        self.states.step(self.naive)
 
     def gross(self) -> float:
         total = 1.0 + sum(abs(w) for w in self.naive.wallets.values())
@@ -152,11 +159,29 @@ class Replay:
             assert abs(got.initial_margin_usd - want["im"]) <= tol
             assert abs(got.notional_usd - want["notional"]) <= tol
             if acct not in self.ambiguous:
-                assert int(got.state) == self.states[acct], acct
+                assert int(got.state) == self.states.account_state(acct), acct
+                _pool, util = self.states.worst_pool(self.naive, acct)
+                assert got.utilization == util or math.isclose(
+                    got.utilization, util, rel_tol=1e-6, abs_tol=1e-9
+                ), (acct, got.utilization, util)
                 if math.isfinite(want["utilization"]) and want["equity"] > tol * 1e3:
                     assert math.isclose(
-                        got.utilization, want["utilization"], rel_tol=1e-6, abs_tol=1e-9
+                        got.cross_utilization, want["utilization"], rel_tol=1e-6, abs_tol=1e-9
                     )
+        # the whole-book worst-pool pass (top_at_risk) equals the per-account one
+        book = self.engine.book
+        utils, pools = book.worst_pools()
+        for acct in self.naive.accounts:
+            a = book.account_index[acct]
+            assert (utils[a], pools[a]) == book.worst_pool(a)
+        # the transitions replay to the current states (none missed, none spurious)
+        last: dict[str, RiskState] = {}
+        for acct, prev, cur in self.transitions:
+            assert prev == last.get(acct, RiskState.HEALTHY) and cur != prev, (acct, prev, cur)
+            last[acct] = cur
+        for acct in self.naive.accounts:
+            got = self.engine.account(acct)
+            assert got is not None and last.get(acct, RiskState.HEALTHY) == got.state
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -167,10 +167,93 @@ def test_isolated_position_is_its_own_pool() -> None:
         tick("BTC", 19_000.0, ts=2.0),
     )
     a = acct(engine)
-    assert a.equity_usd == 5_000.0 and a.state is RiskState.HEALTHY
+    # the cross figures are untouched (equity 5,000, no cross MM) ...
+    assert a.equity_usd == 5_000.0 and a.cross_utilization == 0.0
     assert a.isolated_positions == 1
+    # ... but the account's state is its worst pool's: the isolated pool is underwater
+    assert a.state is RiskState.UNDERWATER and a.worst_pool == "BTC"
+    assert a.utilization == math.inf
     assert a.liquidation_distance_down == 0.0  # the isolated pool is already liquidatable
     assert engine.venue()["main"].bad_debt_usd == pytest.approx(900.0)
+
+
+def test_isolated_only_liquidatable_account_is_liquidatable() -> None:
+    # bob: wallet 10,000 (cross, nothing in it), isolated long 1 BTC @ 20,000 with 1,000 margin;
+    # MM = 0.5 % of notional. Isolated pool at mark m: equity 1,000 + m − 20,000, MM 0.005 m.
+    engine = engine_with(
+        instrument("BTC", tiers=FLAT),
+        tick("BTC", 20_000.0),
+        balance("bob", 10_000.0),
+        position("bob", "BTC", 1.0, 20_000.0, isolated_margin=1_000.0),
+    )
+    b = acct(engine, "bob")
+    # equity 1,000, MM 100 → 0.1 → healthy
+    assert b.state is RiskState.HEALTHY and b.utilization == pytest.approx(0.1)
+
+    def move(mark: float, ts: float) -> list[tuple[RiskState, RiskState, float]]:
+        return [
+            (t.previous, t.current, t.utilization)
+            for t in engine.apply_price(tick("BTC", mark, ts=ts))
+        ]
+
+    # 19,050: equity 50, MM 95.25 → 1.905 → liquidatable (transition emitted by the tick)
+    [(prev, cur, util)] = move(19_050.0, 2.0)
+    assert (prev, cur) == (RiskState.HEALTHY, RiskState.LIQUIDATABLE)
+    assert util == pytest.approx(95.25 / 50)
+    b = acct(engine, "bob")
+    assert b.state is RiskState.LIQUIDATABLE and b.worst_pool == "BTC"
+    assert b.utilization == pytest.approx(1.905) and b.cross_utilization == 0.0
+    assert b.equity_usd == 10_000.0  # cross figures unchanged
+    assert engine.state_counts()[RiskState.LIQUIDATABLE] == 1
+    assert [r.account for r in engine.top_at_risk(1)] == ["bob"]
+    # 19,115: equity 115, MM 95.575 → 0.831 → at_risk (hysteresis of the pool: 0.831 ≥ 0.95)
+    assert [(p, c) for p, c, _u in move(19_115.0, 3.0)] == [
+        (RiskState.LIQUIDATABLE, RiskState.AT_RISK)
+    ]
+    # 19,125: 0.765 (< 0.8, ≥ 0.75) → stays at_risk; 19,135: 0.709 → watch
+    assert move(19_125.0, 4.0) == []
+    assert [(p, c) for p, c, _u in move(19_135.0, 5.0)] == [(RiskState.AT_RISK, RiskState.WATCH)]
+    # closing the isolated position leaves the (healthy) cross pool only
+    closed = engine.apply_position(position("bob", "BTC", 0.0, 20_000.0, seq=2))
+    assert [(t.previous, t.current) for t in closed] == [(RiskState.WATCH, RiskState.HEALTHY)]
+    assert acct(engine, "bob").worst_pool == "cross"
+
+
+def test_account_state_is_the_worst_of_its_pools() -> None:
+    # carol: wallet 1,000, cross long 1 BTC @ 20,000 (MM 100 → 0.1, healthy) and an isolated
+    # short 10 ETH @ 1,000 with 100 margin (MM 0.5 % × 10,000 = 50 → 0.5, watch).
+    engine = engine_with(
+        instrument("BTC", tiers=FLAT),
+        instrument("ETH", tiers=FLAT),
+        tick("BTC", 20_000.0),
+        tick("ETH", 1_000.0),
+        balance("carol", 1_000.0),
+        position("carol", "BTC", 1.0, 20_000.0),
+        position("carol", "ETH", -10.0, 1_000.0, isolated_margin=100.0),
+    )
+    c = acct(engine, "carol")
+    assert c.state is RiskState.WATCH and c.worst_pool == "ETH"
+    assert c.utilization == pytest.approx(0.5) and c.cross_utilization == pytest.approx(0.1)
+    # BTC 19,100: cross equity 100, MM 95.5 → 0.955 → at_risk: the cross pool is now the worst
+    [t] = engine.apply_price(tick("BTC", 19_100.0, ts=2.0))
+    assert (t.previous, t.current) == (RiskState.WATCH, RiskState.AT_RISK)
+    assert t.utilization == pytest.approx(0.955)
+    assert acct(engine, "carol").worst_pool == "cross"
+    # ETH 1,008: isolated equity 20, MM 50.4 → 2.52 → liquidatable: the isolated pool again
+    [t] = engine.apply_price(tick("ETH", 1_008.0, ts=3.0))
+    assert (t.previous, t.current) == (RiskState.AT_RISK, RiskState.LIQUIDATABLE)
+    assert acct(engine, "carol").worst_pool == "ETH"
+    # the isolated position gets more margin (in place: same pool): 1,000 → 1,020 equity → 0.049
+    engine.apply_position(position("carol", "ETH", -10.0, 1_000.0, seq=2, isolated_margin=1_000.0))
+    c = acct(engine, "carol")
+    assert c.state is RiskState.AT_RISK and c.worst_pool == "cross"
+    # the batch path: margin back to 100 (equity 20 at 1,008) → liquidatable, one transition
+    tr, rej = engine.apply_positions_fast(
+        ["carol"], ["ETH"], [-10.0], [1_000.0], [True], [100.0], [3], 4.0
+    )
+    assert rej == [] and [(x.previous, x.current) for x in tr] == [
+        (RiskState.AT_RISK, RiskState.LIQUIDATABLE)
+    ]
 
 
 def test_rejections_leave_state_untouched() -> None:
