@@ -11,8 +11,10 @@ A margin pool ("unit") is an account's cross pool (unit = account index) or one 
                                            on the unit's tier-stable range [lo, hi] (the nearest
                                            tier floor any of its positions crosses)
 
-Everything is recomputed from the book's columns on every call (one concatenation per column, a
-handful of ``bincount``s); nothing is cached between calls. Cross positions take their
+Everything is recomputed from the book's columns on every call: the columns the pass reads are
+concatenated once (cross blocks by fund, then isolated blocks), then ONE compiled pass over the
+positions (:func:`streams.engine.kernels.pool_pass`) accumulates every coefficient; nothing is
+cached between calls except the padded tier tables. Cross positions take their
 tier-stable slope and tier band from the book's columns (``Block.ms``/``lo``/``hi``, maintained
 exactly by every price and position path); isolated positions, whose bands the tick paths do not
 maintain, get their tier afresh.
@@ -20,16 +22,39 @@ maintain, get their tier afresh.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
 from streams.engine.book import AccountBook
 from streams.engine.book_batch import TierPad, tier_pad
+from streams.engine.kernels import (
+    UF_BASE,
+    UF_CONST,
+    UF_E0,
+    UF_FEE,
+    UF_HI,
+    UF_IMPACT,
+    UF_LO,
+    UF_MM0,
+    UF_MM1,
+    UF_ROWS,
+    UF_SLOPE,
+    UF_TOTAL,
+    UF_UPNL0,
+    pool_pass,
+)
 from streams.engine.tiers import FloatArray, IntArray
 
 BoolArray = NDArray[np.bool_]
+
+_NO_INT = np.zeros(0, dtype=np.int64)
+_NO_FLOAT = np.zeros(0)
+_NO_BOOL = np.zeros(0, dtype=np.bool_)
 
 
 def _bincount(idx: IntArray, weights: FloatArray | None = None, minlength: int = 0) -> FloatArray:
@@ -38,7 +63,13 @@ def _bincount(idx: IntArray, weights: FloatArray | None = None, minlength: int =
 
 @dataclass(slots=True)
 class Pools:
-    """Per-position columns (cross positions first, then isolated) and per-unit coefficients."""
+    """Per-unit coefficients, and the per-position columns they came from.
+
+    Positions are ordered cross blocks (grouped by fund), then isolated blocks (instrument
+    order). The per-position columns ``unit`` … ``linear`` are filled only when asked for
+    (``build_pools(..., positions=True)``: the named / idiosyncratic scenarios need them);
+    ``account``, ``size``, ``entry``, ``qv`` and the block layout always are.
+    """
 
     n_accounts: int
     n_units: int
@@ -69,10 +100,22 @@ class Pools:
     has_position: BoolArray
     lo: FloatArray  # tangent MM exact for s in [lo, hi]
     hi: FloatArray
-    band_pos: IntArray  # positions whose tier changes for some shock in the range
+    band_pos: IntArray  # positions whose tier changes for some shock in the range (oracle only)
     weights_t: FloatArray  # (funds, units): share of current notional per fund
     qv: FloatArray | None = None  # per position: signed quantity × contract value
     base: FloatArray | None = None  # per unit: wallet (cross) or isolated margin
+    # band positions grouped per unit (CSR): instrument, current notional, linear
+    band_ptr: IntArray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+    band_k: IntArray = field(default_factory=lambda: _NO_INT)
+    band_n0: FloatArray = field(default_factory=lambda: _NO_FLOAT)
+    band_lin: BoolArray = field(default_factory=lambda: _NO_BOOL)
+    # block layout of the position columns and per-instrument inputs (for the ADL kernel)
+    block_k: IntArray = field(default_factory=lambda: _NO_INT)
+    block_len: IntArray = field(default_factory=lambda: _NO_INT)
+    n_cross_blocks: int = 0
+    n_cross: int = 0
+    mark_k: FloatArray = field(default_factory=lambda: _NO_FLOAT)
+    fund_k: IntArray = field(default_factory=lambda: _NO_INT)
 
     @property
     def weights(self) -> FloatArray:
@@ -83,48 +126,93 @@ class Pools:
     def n(self) -> int:
         return self.n_units
 
-    def mm_exact(
-        self, pos: IntArray, shock: FloatArray, right: bool
-    ) -> tuple[FloatArray, FloatArray]:
-        """Exact MM of positions ``pos`` at per-position shocks, and its one-sided d/ds."""
-        k = self.instrument[pos]
-        n0 = self.notional[pos]
-        lin = self.linear[pos]
-        n1 = np.where(lin, n0 * (1.0 + shock), n0)
-        fl = self.pad.floors[k, : self.pad.width]
-        cmp = fl <= n1[:, None] if right else fl < n1[:, None]
-        t = np.maximum(cmp.sum(axis=1) - 1, 0)
-        rate = self.pad.mmr[k, t]
-        return n1 * rate - self.pad.amt[k, t], np.where(lin, n0 * rate, 0.0)
+
+class Workspace:
+    """Buffers reused across stress evaluations of one book.
+
+    Fresh large arrays cost a page fault per 4 KiB page on first touch (~1–4 µs each on this
+    kind of VM: ~50 ms for the ~100 MB an evaluation of a 1M-position book writes), more than
+    the compiled passes themselves. Buffers grow by 25 % when needed and are handed out as
+    C-contiguous views; every kernel overwrites what it returns (no values carry over: each
+    evaluation is a full one). One evaluation at a time uses it (:func:`borrow_workspace`).
+    """
+
+    __slots__ = ("_buffers", "lock")
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+        self.lock = threading.Lock()
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+        numel = int(np.prod(shape, dtype=np.int64))
+        buf = self._buffers.get(name)
+        if buf is None or buf.size < numel or buf.dtype != np.dtype(dtype):
+            buf = np.empty(numel + numel // 4 + 16, dtype=dtype)
+            self._buffers[name] = buf
+        return buf[:numel].reshape(shape)
 
 
-def build_pools(book: AccountBook, shock_min: float, shock_max: float) -> Pools:
-    """Coefficients of every pool of ``book``; tier bands are resolved within [min, max]."""
+@contextmanager
+def borrow_workspace(book: AccountBook) -> Iterator[Workspace]:
+    """The book's workspace for the duration of one evaluation (a fresh one while another
+    thread holds it: two evaluations never share buffers)."""
+    ws = book.derived_cache.get("stress_workspace")
+    if not isinstance(ws, Workspace):
+        ws = Workspace()
+        book.derived_cache["stress_workspace"] = ws
+    if not ws.lock.acquire(blocking=False):
+        yield Workspace()
+        return
+    try:
+        yield ws
+    finally:
+        ws.lock.release()
+
+
+def _cat(ws: Workspace, name: str, parts: list[np.ndarray], dtype: type = np.float64) -> np.ndarray:
+    n = sum(int(p.shape[0]) for p in parts)
+    out = ws.array(name, (n,), dtype)
+    if parts:
+        np.concatenate(parts, out=out)
+    return out
+
+
+def build_pools(
+    book: AccountBook,
+    shock_min: float,
+    shock_max: float,
+    positions: bool = True,
+    workspace: Workspace | None = None,
+) -> Pools:
+    """Coefficients of every pool of ``book``; tier bands are resolved within [min, max].
+
+    ``positions=False`` leaves the derived per-position columns (unit, instrument, fund, mark,
+    notional, uPnL, linear) empty: the uniform grid and the ADL queue do not need them. With a
+    ``workspace`` the arrays are views of its buffers (valid until its next use).
+    """
+    ws = workspace if workspace is not None else Workspace()
     insts = book.instruments
     pad = tier_pad(book)
     n_acc = book.n_accounts
     nf = max(len(book.funds), 1)
-    # cross blocks grouped by fund (contiguous ranges for the fund shares), then isolated
-    # blocks in instrument order (the unit numbering of isolated positions)
+    # cross blocks grouped by fund (the order of the fund-share sums), then isolated blocks in
+    # instrument order (the unit numbering of isolated positions)
     order = sorted(range(len(insts)), key=lambda k: (insts[k].fund, k))
-    cross = [(k, insts[k].cross) for k in order]
-    iso = [(i.index, i.iso) for i in insts]
-    cb = [(k, b) for k, b in cross if b is not None and b.n]
-    ib = [(k, b) for k, b in iso if b is not None and b.n]
-
-    def cat(parts: list[np.ndarray], dtype: type = np.float64) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-
+    cb = [(k, b) for k in order if (b := insts[k].cross) is not None and b.n]
+    ib = [(i.index, b) for i in insts if (b := i.iso) is not None and b.n]
     blocks = cb + ib
-    ks = np.array([k for k, _ in blocks], dtype=np.int64)
-    lens = np.array([b.n for _, b in blocks], dtype=np.int64)
-    n_cross = int(sum(b.n for _, b in cb))
-    n_iso = int(sum(b.n for _, b in ib))
-    nu = n_acc + n_iso
-    acct = cat([b.acct[: b.n] for _, b in blocks], np.int64)
-    qv = cat([b.qv[: b.n] for _, b in blocks])
-    entry = cat([b.entry[: b.n] for _, b in blocks])
-    size = cat([b.size[: b.n] for _, b in blocks])
+    block_k = np.array([k for k, _ in blocks], dtype=np.int64)
+    block_len = np.array([b.n for _, b in blocks], dtype=np.int64)
+    acct = _cat(ws, "acct", [b.acct[: b.n] for _, b in blocks], np.int64)
+    qv = _cat(ws, "qv", [b.qv[: b.n] for _, b in blocks])
+    entry = _cat(ws, "entry", [b.entry[: b.n] for _, b in blocks])
+    size = _cat(ws, "size", [b.size[: b.n] for _, b in blocks])
+    ms_c = _cat(ws, "ms", [b.ms[: b.n] for _, b in cb])
+    lo_c = _cat(ws, "lo", [b.lo[: b.n] for _, b in cb])
+    hi_c = _cat(ws, "hi", [b.hi[: b.n] for _, b in cb])
+    iso_margin = _cat(ws, "iso_margin", [b.iso_margin[: b.n] for _, b in ib])
+    n_pos = int(acct.shape[0])
+    nu = n_acc + n_pos - int(ms_c.shape[0])
 
     mark_k = np.array([i.mark for i in insts], dtype=np.float64)
     fee_k = np.array([i.model.liquidation_fee_ratio for i in insts], dtype=np.float64)
@@ -134,94 +222,54 @@ def build_pools(book: AccountBook, shock_min: float, shock_max: float) -> Pools:
     fund_k = np.array([i.fund for i in insts], dtype=np.int64)
     inv_k = pad.inverse if insts else np.zeros(0, dtype=np.bool_)
     cs_k = pad.cs if insts else np.zeros(0)
-    lin_b = ~inv_k[ks]
-    linf_b = lin_b.astype(np.float64)
-
-    instrument = np.repeat(ks, lens)
-    markp = np.repeat(mark_k[ks], lens)
-    linear = np.repeat(lin_b, lens)
-    aq = np.abs(qv)
-    # notional: |qv|·mark (linear), |size|·cs (inverse)
-    notional = aq * np.repeat(mark_k[ks] * linf_b, lens)
-    inv_pos = np.zeros(0, dtype=np.int64)
-    if not lin_b.all():
-        inv_pos = np.flatnonzero(~linear)
-        notional[inv_pos] = np.abs(size[inv_pos]) * cs_k[instrument[inv_pos]]
-    unit = acct.copy()
-    unit[n_cross:] = n_acc + np.arange(n_iso)
-    upnl = qv * (markp - entry)
-    fund = np.repeat(fund_k[ks], lens)
-
-    def s(w: FloatArray) -> FloatArray:
-        return _bincount(unit, w, nu)
-
-    root_n = np.sqrt(notional)
-    fee = s(notional * np.repeat(fee_k[ks] * linf_b, lens))
-    impact = s(notional * root_n * np.repeat(imp_k[ks] * linf_b, lens))
-    const_cost = np.zeros(nu)
-    if inv_pos.size:
-        ki = instrument[inv_pos]
-        ni = notional[inv_pos]
-        const_cost = _bincount(unit[inv_pos], ni * (fee_k[ki] + imp_k[ki] * root_n[inv_pos]), nu)
-    slope = s(qv * markp)
-    upnl0 = s(upnl)
-    base = np.concatenate((book.wallet[:n_acc], cat([b.iso_margin[: b.n] for _, b in ib])))
-    e0 = base + upnl0
-
-    # MM: cross from the book's columns (tier-stable slope ms per unit of mark, tier band
-    # [lo, hi) in mark); isolated afresh (the tick paths do not maintain their bands)
-    ms_all = np.empty(qv.size)
-    lo_all = np.empty(qv.size)
-    hi_all = np.empty(qv.size)
-    ms_all[:n_cross] = cat([b.ms[: b.n] for _, b in cb])
-    lo_all[:n_cross] = cat([b.lo[: b.n] for _, b in cb])
-    hi_all[:n_cross] = cat([b.hi[: b.n] for _, b in cb])
-    mm_iso = np.zeros(0)
-    if n_iso:
-        ki = instrument[n_cross:]
-        ni = notional[n_cross:]
-        t = pad.tier(ki, ni)
-        rate = pad.mmr[ki, t]
-        lin_i = linear[n_cross:]
-        aqi = aq[n_cross:]
-        ms_all[n_cross:] = np.where(lin_i, aqi * rate, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lo_all[n_cross:] = np.where(lin_i & (t > 0), pad.floors[ki, t] / aqi, -np.inf)
-            hi_all[n_cross:] = np.where(lin_i, pad.floors[ki, t + 1] / aqi, np.inf)
-        mm_iso = ni * rate - pad.amt[ki, t]
-    mm1 = s(ms_all * markp)
-    mm0 = np.concatenate((book.mm[:n_acc], mm_iso))
-    # the unit's tier-stable shock range: positions whose band ends inside the grid's range
-    lo = np.full(nu, -np.inf)
-    hi = np.full(nu, np.inf)
-    band_pos = np.flatnonzero(
-        (lo_all > markp * (1.0 + shock_min)) | (hi_all < markp * (1.0 + shock_max))
+    uf = ws.array("uf", (UF_ROWS, nu))
+    weights_t = ws.array("wt", (nf, nu))
+    has_position = ws.array("has_position", (nu,), np.bool_)
+    band_ptr = ws.array("band_ptr", (nu + 1,), np.int64)
+    band_k = ws.array("band_k", (n_pos,), np.int64)
+    band_n0 = ws.array("band_n0", (n_pos,))
+    band_lin = ws.array("band_lin", (n_pos,), np.bool_)
+    n_band, unit, instrument, fund, markp, notional, upnl, linear = pool_pass(
+        block_k,
+        block_len,
+        len(cb),
+        acct,
+        qv,
+        entry,
+        size,
+        ms_c,
+        lo_c,
+        hi_c,
+        iso_margin,
+        mark_k,
+        fee_k,
+        imp_k,
+        fund_k,
+        inv_k,
+        cs_k,
+        pad.floors,
+        pad.mmr,
+        pad.amt,
+        pad.width,
+        book.wallet,
+        book.mm,
+        n_acc,
+        float(shock_min),
+        float(shock_max),
+        positions,
+        ws.array("acc", (nu, 8)),
+        uf,
+        weights_t,
+        has_position,
+        ws.array("b_unit", (n_pos,), np.int64),
+        ws.array("b_k", (n_pos,), np.int64),
+        ws.array("b_n", (n_pos,)),
+        ws.array("b_lin", (n_pos,), np.bool_),
+        band_ptr,
+        band_k,
+        band_n0,
+        band_lin,
     )
-    ub, mb = unit[band_pos], markp[band_pos]
-    np.maximum.at(lo, ub, lo_all[band_pos] / mb - 1.0)
-    np.minimum.at(hi, ub, hi_all[band_pos] / mb - 1.0)
-
-    # fund shares: current notional per (unit, fund); cross blocks are grouped by fund
-    has_position = np.bincount(unit, minlength=nu) > 0
-    weights_t = np.zeros((nf, nu))
-    start = 0
-    for f in range(nf):
-        n_f = int(sum(b.n for k, b in cb if insts[k].fund == f))
-        if n_f:
-            r = slice(start, start + n_f)
-            weights_t[f, :n_acc] = _bincount(acct[r], notional[r], n_acc)
-            start += n_f
-    if n_iso:
-        weights_t[fund[n_cross:], n_acc + np.arange(n_iso)] = notional[n_cross:]
-    total = weights_t.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv_total = np.where(total > 0, 1.0 / total, 0.0)
-    weights_t *= inv_total
-    zero = (total <= 0) & has_position
-    if zero.any():  # zero notional: the unit belongs to its first position's fund
-        first = np.zeros(nu, dtype=np.int64)
-        first[unit[::-1]] = fund[::-1]
-        weights_t[first[zero], np.flatnonzero(zero)] = 1.0
     return Pools(
         n_accounts=n_acc,
         n_units=nu,
@@ -237,21 +285,31 @@ def build_pools(book: AccountBook, shock_min: float, shock_max: float) -> Pools:
         notional=notional,
         upnl=upnl,
         linear=linear,
-        e0=e0,
-        slope=slope,
-        fee=fee,
-        impact=impact,
-        const_cost=const_cost,
-        mm0=mm0,
-        mm1=mm1,
-        upnl0=upnl0,
-        notional0=total,
+        e0=uf[UF_E0],
+        slope=uf[UF_SLOPE],
+        fee=uf[UF_FEE],
+        impact=uf[UF_IMPACT],
+        const_cost=uf[UF_CONST],
+        mm0=uf[UF_MM0],
+        mm1=uf[UF_MM1],
+        upnl0=uf[UF_UPNL0],
+        notional0=uf[UF_TOTAL],
         mmr_max=float(pad.mmr.max(initial=0.0)),
         has_position=has_position,
-        lo=lo,
-        hi=hi,
-        band_pos=band_pos,
+        lo=uf[UF_LO],
+        hi=uf[UF_HI],
+        band_pos=_NO_INT,
         weights_t=weights_t,
         qv=qv,
-        base=base,
+        base=uf[UF_BASE],
+        band_ptr=band_ptr,
+        band_k=band_k[:n_band],
+        band_n0=band_n0[:n_band],
+        band_lin=band_lin[:n_band],
+        block_k=block_k,
+        block_len=block_len,
+        n_cross_blocks=len(cb),
+        n_cross=int(ms_c.shape[0]),
+        mark_k=mark_k,
+        fund_k=fund_k,
     )

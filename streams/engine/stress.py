@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from streams.engine.adl import hyperliquid_score
 from streams.engine.book import AccountBook
 from streams.engine.book_columns import InstrumentState
 from streams.engine.config import EngineConfig
 from streams.engine.grid import evaluate
-from streams.engine.pools import Pools, build_pools
+from streams.engine.kernels import adl_top, state_counts
+from streams.engine.pools import Pools, Workspace, borrow_workspace, build_pools
 from streams.engine.tiers import FloatArray, IntArray, TierTable
 from streams.engine.venue import STATE_LABELS, AdlCandidate, FundPartial, merge_top
 
@@ -380,31 +380,39 @@ def compute_partials(
     scenarios, which use a flat book built from the pools' per-position columns
     (:func:`flat_from_pools`: tiers, MM and hinges only — no second pass over the blocks).
     """
+    with borrow_workspace(book) as ws:
+        return _compute_partials(book, config, scenarios, ws)
+
+
+def _compute_partials(
+    book: AccountBook, config: EngineConfig, scenarios: bool, ws: Workspace
+) -> dict[str, FundPartial]:
     grid = config.fine_grid()
-    pools = build_pools(book, float(grid[0]), float(grid[-1]))
-    sums = evaluate(pools, grid)
-    bad_now, liq_now = sums.bad_now, sums.liq_now
+    # the derived per-position columns are needed by the scenarios only
+    pools = build_pools(book, float(grid[0]), float(grid[-1]), positions=scenarios, workspace=ws)
+    sums = evaluate(pools, grid, ws)
+    bad_now = sums.bad_now
     nf = len(book.funds)
     n_inst = len(book.instruments)
     names = [i.name for i in book.instruments]
-
-    long_unit = pools.slope > 0
-    bl = np.where(long_unit, bad_now, 0.0)
-    bs = bad_now - bl
-    bad_long = [float(np.add.reduce(pools.weights_t[f] * bl)) for f in range(nf)]
-    bad_short = [float(np.add.reduce(pools.weights_t[f] * bs)) for f in range(nf)]
-    # notional of liquidatable pools per fund = Σ pools' current notional in the fund
-    liq_w = np.where(liq_now, pools.notional0, 0.0)
-    liq_notional = [float(np.add.reduce(pools.weights_t[f] * liq_w)) for f in range(nf)]
+    bad_long = sums.bad_long.tolist()
+    bad_short = sums.bad_short.tolist()
+    liq_notional = sums.liq_notional.tolist()
 
     # state counts: accounts exposed to each fund (any position, cross or isolated)
     n_acc = book.n_accounts
-    exposed = np.zeros((max(nf, 1), n_acc), dtype=np.bool_)
-    exposed[:nf] = pools.weights_t[:nf, :n_acc] > 0
-    iso = slice(int(pools.unit.size - (pools.n_units - n_acc)), pools.unit.size)
-    exposed[pools.fund[iso], pools.account[iso]] = True
-    states = book.state[:n_acc]
-    counts = [_bincount(states[exposed[f]], minlength=len(STATE_LABELS)) for f in range(nf)]
+    counts = state_counts(
+        pools.weights_t[:nf],
+        n_acc,
+        pools.block_k,
+        pools.block_len,
+        pools.n_cross_blocks,
+        pools.n_cross,
+        pools.account,
+        pools.fund_k,
+        book.state[:n_acc],
+        len(STATE_LABELS),
+    )
 
     scen_bad: list[dict[str, float]] = [{} for _ in range(nf)]
     scen_prof: list[dict[str, float]] = [{} for _ in range(nf)]
@@ -435,7 +443,7 @@ def compute_partials(
         idio_down = idiosyncratic_bad_debt(fb, units, bad_now, -x_id, n_inst)
         idio_up = idiosyncratic_bad_debt(fb, units, bad_now, x_id, n_inst)
 
-    adl = _adl_candidates(book, pools, liq_now, config.adl_top_k, names)
+    adl = _adl_candidates(book, pools, sums.liq_now, config.adl_top_k, names)
     k = config.adl_top_k
     inst_of_fund = [[i.name for i in book.instruments if i.fund == f] for f in range(nf)]
     out: dict[str, FundPartial] = {}
@@ -487,47 +495,52 @@ def _units_of(pools: Pools, fb: FlatBook) -> Units:
 def _adl_candidates(
     book: AccountBook, pools: Pools, liq_now: BoolArray, k: int, names: list[str]
 ) -> dict[tuple[int, bool], tuple[AdlCandidate, ...]]:
-    """Top-K profitable positions of non-liquidatable pools per (fund, side), by score."""
+    """Top-K profitable positions of non-liquidatable pools per (fund, side), by score
+    (partial selection in :func:`streams.engine.kernels.adl_top`)."""
     nf = len(book.funds)
-    ok_idx = np.flatnonzero(pools.upnl > 0)
-    u = pools.unit[ok_idx]
-    eq = pools.e0[u]
-    keep = (eq > 0) & ~liq_now[u]
-    ok_idx, eq = ok_idx[keep], eq[keep]
-    score = hyperliquid_score(
-        pools.mark[ok_idx],
-        pools.entry[ok_idx],
-        pools.notional[ok_idx],
-        eq,
-        pools.size[ok_idx],
+    pad = pools.pad
+    best_pos, best_score, cnt = adl_top(
+        pools.block_k,
+        pools.block_len,
+        pools.n_cross_blocks,
+        pools.n_accounts,
+        pools.n_cross,
+        pools.qv if pools.qv is not None else np.zeros(0),
+        pools.entry,
+        pools.size,
+        pools.account,
+        pools.mark_k,
+        pools.fund_k,
+        pad.inverse,
+        pad.cs,
+        pools.e0,
+        liq_now,
+        nf,
+        k,
     )
-    group = pools.fund[ok_idx] * 2 + (pools.size[ok_idx] > 0)
-    # the top K of each group are among the global top M whenever the group has ≥ K there
-    m = min(score.size, 8 * k * max(nf, 1))
-    top = np.argpartition(-score, m - 1)[:m] if 0 < m < score.size else np.arange(score.size)
-    in_top = np.bincount(group[top], minlength=2 * max(nf, 1))
+    starts = np.cumsum(pools.block_len) - pools.block_len
     adl: dict[tuple[int, bool], tuple[AdlCandidate, ...]] = {}
     for f in range(nf):
         for is_long in (True, False):
             g = f * 2 + int(is_long)
-            if in_top[g] >= k or top.size == score.size:
-                sel = top[group[top] == g]
-            else:
-                sel = np.flatnonzero(group == g)
-            if sel.size > k:
-                sel = sel[np.argpartition(-score[sel], k - 1)[:k]]
-            adl[(f, is_long)] = merge_top(
-                (
+            cands = []
+            for slot in range(int(cnt[g])):
+                p = int(best_pos[g, slot])
+                b = int(np.searchsorted(starts, p, side="right")) - 1
+                kk = int(pools.block_k[b])
+                mark = float(pools.mark_k[kk])
+                qv = float(pools.qv[p]) if pools.qv is not None else 0.0
+                size = float(pools.size[p])
+                notional = abs(size) * float(pad.cs[kk]) if pad.inverse[kk] else abs(qv) * mark
+                cands.append(
                     AdlCandidate(
-                        book.account_names[int(pools.account[ok_idx[i]])],
-                        names[int(pools.instrument[ok_idx[i]])],
-                        float(pools.size[ok_idx[i]]),
-                        float(pools.notional[ok_idx[i]]),
-                        float(pools.upnl[ok_idx[i]]),
-                        float(score[i]),
+                        book.account_names[int(pools.account[p])],
+                        names[kk],
+                        size,
+                        notional,
+                        qv * (mark - float(pools.entry[p])),
+                        float(best_score[g, slot]),
                     )
-                    for i in sel.tolist()
-                ),
-                k,
-            )
+                )
+            adl[(f, is_long)] = merge_top(cands, k)
     return adl
