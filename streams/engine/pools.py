@@ -169,8 +169,9 @@ def borrow_workspace(book: AccountBook) -> Iterator[Workspace]:
         ws.lock.release()
 
 
-def _cat(ws: Workspace, name: str, parts: list[np.ndarray], dtype: type = np.float64) -> np.ndarray:
-    n = sum(int(p.shape[0]) for p in parts)
+def _cat(
+    ws: Workspace, name: str, parts: list[np.ndarray], n: int, dtype: type = np.float64
+) -> np.ndarray:
     out = ws.array(name, (n,), dtype)
     if parts:
         np.concatenate(parts, out=out)
@@ -203,16 +204,17 @@ def build_pools(
     blocks = cb + ib
     block_k = np.array([k for k, _ in blocks], dtype=np.int64)
     block_len = np.array([b.n for _, b in blocks], dtype=np.int64)
-    acct = _cat(ws, "acct", [b.acct[: b.n] for _, b in blocks], np.int64)
-    qv = _cat(ws, "qv", [b.qv[: b.n] for _, b in blocks])
-    entry = _cat(ws, "entry", [b.entry[: b.n] for _, b in blocks])
-    size = _cat(ws, "size", [b.size[: b.n] for _, b in blocks])
-    ms_c = _cat(ws, "ms", [b.ms[: b.n] for _, b in cb])
-    lo_c = _cat(ws, "lo", [b.lo[: b.n] for _, b in cb])
-    hi_c = _cat(ws, "hi", [b.hi[: b.n] for _, b in cb])
-    iso_margin = _cat(ws, "iso_margin", [b.iso_margin[: b.n] for _, b in ib])
-    n_pos = int(acct.shape[0])
-    nu = n_acc + n_pos - int(ms_c.shape[0])
+    n_cross = sum(b.n for _, b in cb)
+    n_pos = n_cross + sum(b.n for _, b in ib)
+    acct = _cat(ws, "acct", [b.acct[: b.n] for _, b in blocks], n_pos, np.int64)
+    qv = _cat(ws, "qv", [b.qv[: b.n] for _, b in blocks], n_pos)
+    entry = _cat(ws, "entry", [b.entry[: b.n] for _, b in blocks], n_pos)
+    size = _cat(ws, "size", [b.size[: b.n] for _, b in blocks], n_pos)
+    ms_c = _cat(ws, "ms", [b.ms[: b.n] for _, b in cb], n_cross)
+    lo_c = _cat(ws, "lo", [b.lo[: b.n] for _, b in cb], n_cross)
+    hi_c = _cat(ws, "hi", [b.hi[: b.n] for _, b in cb], n_cross)
+    iso_margin = _cat(ws, "iso_margin", [b.iso_margin[: b.n] for _, b in ib], n_pos - n_cross)
+    nu = n_acc + n_pos - n_cross
 
     mark_k = np.array([i.mark for i in insts], dtype=np.float64)
     fee_k = np.array([i.model.liquidation_fee_ratio for i in insts], dtype=np.float64)
@@ -257,7 +259,7 @@ def build_pools(
         float(shock_min),
         float(shock_max),
         positions,
-        ws.array("acc", (nu, 8)),
+        ws.array("first_fund", (nu,), np.int64),
         uf,
         weights_t,
         has_position,

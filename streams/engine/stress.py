@@ -518,7 +518,12 @@ def _adl_candidates(
         nf,
         k,
     )
+    # block (hence instrument) of every kept position, in one search
     starts = np.cumsum(pools.block_len) - pools.block_len
+    kept = best_pos[best_pos >= 0]
+    kept_k = pools.block_k[np.searchsorted(starts, kept, side="right") - 1]
+    inst_of = dict(zip(kept.tolist(), kept_k.tolist(), strict=True))
+    qv_all = pools.qv if pools.qv is not None else np.zeros(pools.size.shape[0])
     adl: dict[tuple[int, bool], tuple[AdlCandidate, ...]] = {}
     for f in range(nf):
         for is_long in (True, False):
@@ -526,10 +531,9 @@ def _adl_candidates(
             cands = []
             for slot in range(int(cnt[g])):
                 p = int(best_pos[g, slot])
-                b = int(np.searchsorted(starts, p, side="right")) - 1
-                kk = int(pools.block_k[b])
+                kk = inst_of[p]
                 mark = float(pools.mark_k[kk])
-                qv = float(pools.qv[p]) if pools.qv is not None else 0.0
+                qv = float(qv_all[p])
                 size = float(pools.size[p])
                 notional = abs(size) * float(pad.cs[kk]) if pad.inverse[kk] else abs(qv) * mark
                 cands.append(
