@@ -13,6 +13,11 @@ their first :data:`ORIGINAL_MAX_BYTES` (256 KiB): an input near the broker's mes
 not make an envelope above it (the send would fail and the agent re-read the input forever).
 ``original_size`` (bytes) and ``original_sha256`` (hex) always describe the WHOLE input, and
 ``original_truncated`` is true when ``original`` holds only a prefix.
+
+The key is capped the same way, at its first :data:`KEY_MAX_BYTES` (16 KiB: in JSON a key byte
+can take 6 characters, ``\\uXXXX``, and the key is also ``key_b64`` and the dead letter's own
+message key, :func:`message_key`): ``key_size`` / ``key_sha256`` describe the whole key and
+``key_truncated`` is true when ``key`` / ``key_b64`` hold only a prefix.
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ from streams.engine.rejections import Rejection
 
 # At most this many bytes of the original input are kept (base64: 4/3 of it in the envelope).
 ORIGINAL_MAX_BYTES = 256 * 1024
+# At most this many bytes of the original key (in the envelope and as the dead letter's key).
+KEY_MAX_BYTES = 16 * 1024
+
+
+def message_key(key: bytes | None) -> bytes | None:
+    """The dead letter's Kafka key: the original key, capped at :data:`KEY_MAX_BYTES`."""
+    return None if key is None else key[:KEY_MAX_BYTES]
 
 
 def envelope(
@@ -42,11 +54,12 @@ def envelope(
 ) -> dict[str, Any]:
     original = (raw if raw is not None else rejection.raw) or b""
     kept = original[:ORIGINAL_MAX_BYTES]
+    kept_key = message_key(key)
     out: dict[str, Any] = {
         "topic": topic,
         "partition": partition,
         "offset": offset,
-        "key": None if key is None else key.decode("utf-8", errors="replace"),
+        "key": None if kept_key is None else kept_key.decode("utf-8", errors="replace"),
         "reason": rejection.reason.value,
         "detail": rejection.detail,
         "original": base64.b64encode(kept).decode("ascii"),
@@ -56,11 +69,14 @@ def envelope(
         "ts": time.time() if ts is None else ts,
         "worker": worker,
     }
-    if key is not None:
+    if key is not None and kept_key is not None:
+        out["key_size"] = len(key)
+        out["key_sha256"] = hashlib.sha256(key).hexdigest()
+        out["key_truncated"] = len(kept_key) < len(key)
         try:
-            key.decode("utf-8")
-        except UnicodeDecodeError:
-            out["key_b64"] = base64.b64encode(key).decode("ascii")
+            kept_key.decode("utf-8")
+        except UnicodeDecodeError:  # (also when the cap split a multi-byte character)
+            out["key_b64"] = base64.b64encode(kept_key).decode("ascii")
     return out
 
 

@@ -393,7 +393,9 @@ class Runtime:
             worker=self.settings.worker.id,
         )
         self.metrics.rejected(TOPIC_LABELS[kind], rejection.reason.value)
-        await dead_letters_topic.send(key=key, value=deadletters.encode(env))
+        await dead_letters_topic.send(
+            key=deadletters.message_key(key), value=deadletters.encode(env)
+        )
         log.info(
             "dead letter",
             extra={"topic": topic, "reason": rejection.reason.value, "detail": rejection.detail},

@@ -300,6 +300,30 @@ async def test_huge_input_is_dead_lettered_with_a_capped_original(venue: Outbox)
     assert rejected("schema") == 1
 
 
+async def test_huge_key_is_capped_in_the_dead_letter_and_its_kafka_key(venue: Outbox) -> None:
+    from streams.agents.deadletters import KEY_MAX_BYTES
+
+    key = b"\x00" * 600_000  # a JSON-escaped control byte takes 6 characters
+    async with positions_agent.test_context() as agent:
+        await agent.put(value=pos(), key=key, partition=0)
+    (call,) = venue.dead_letters.await_args_list
+    assert len(call.kwargs["value"]) + len(call.kwargs["key"]) < 512 * 1024
+    assert call.kwargs["key"] == key[:KEY_MAX_BYTES]
+    (env,) = venue.dlq()
+    assert env["reason"] == "key_mismatch"
+    assert env["key"] == "\x00" * KEY_MAX_BYTES
+    assert env["key_truncated"] is True and env["key_size"] == len(key)
+    assert env["key_sha256"] == hashlib.sha256(key).hexdigest()
+    assert "key_b64" not in env  # the kept prefix is valid UTF-8
+
+    bad = b"\xff" * (KEY_MAX_BYTES + 1)
+    async with positions_agent.test_context() as agent:
+        await agent.put(value=pos(), key=bad, partition=0)
+    env = venue.dlq()[-1]
+    assert base64.b64decode(env["key_b64"]) == bad[:KEY_MAX_BYTES]
+    assert env["key_truncated"] is True and env["key_size"] == len(bad)
+
+
 async def test_engine_bug_on_a_balance_is_dead_lettered(
     venue: Outbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
