@@ -19,7 +19,8 @@ Design (README "Running workers" states the guarantees):
   group-less reader per worker (:mod:`streams.agents.reference`) that assigns itself every
   partition and fans each valid event out to every engine of the worker. See that module for
   why this is not a ``GlobalTable``.
-* The account agents consume in ``take_events`` batches and write each table key once per batch
+* The account agents consume in batches (:func:`streams.agents._inputs.consume_batches`: no
+  per-event faust stream iteration) and write each table key once per batch
   (last write wins); see :mod:`streams.agents._inputs`.
 * One :class:`~streams.engine.engine.RiskEngine` per assigned account partition; each publishes its
   per-fund partials to the 1-partition ``partials`` topic, and exactly one worker (the owner of

@@ -7,11 +7,12 @@ import contextlib
 import functools
 import logging
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from faust.streams import _current_event
 from faust.types import TP
+from mode.utils.futures import maybe_async
 
 from streams.agents.runtime import parse, runtime
 from streams.engine.rejections import RejectedEvent, Rejection, RejectReason
@@ -112,10 +113,87 @@ async def reference_input(kind: EventKind, event: Any) -> None:
     runtime.accepted(kind, getattr(parsed, "ts_event", None))
 
 
-# Account topics (positions, balances) are consumed in batches: ``stream.take_events`` acks a
-# batch only after the agent body handled all of it (at-least-once, like per-event iteration).
-BATCH_MAX = 2000
-BATCH_WITHIN_S = 0.05
+# Account topics (positions, balances) are consumed in batches (:func:`consume_batches`): a
+# batch is acked only after the agent body handled all of it (at-least-once, like per-event
+# iteration).
+BATCH_MAX = 5000
+# After the first event of a batch, wait this long for more: faust's consumer hands messages
+# to the channel queue one per event-loop round trip, so without the wait a busy worker would
+# handle batches of one or two events.
+BATCH_WAIT_S = 0.02
+
+
+async def consume_batches(
+    stream: Any,
+    handle: Callable[[list[Any]], Awaitable[None]],
+    max_events: int = BATCH_MAX,
+    batch_wait_s: float = BATCH_WAIT_S,
+) -> None:
+    """Feed an agent's stream to ``handle`` in batches of whatever its channel queue holds
+    (up to ``max_events``), acking each batch after ``handle`` returned.
+
+    This is the per-event part of faust's ``Stream.__aiter__`` that matters for correctness —
+    skip (and ack) events of an older consumer generation or delivered while flow control is
+    suspended (a rebalance), track each message as unacked so a rebalance waits for it
+    (``Consumer.wait_empty``), run the stream's processors, ack after processing — done once per
+    BATCH instead of once per event: faust's iterator yields to the event loop for every event
+    and calls four sensors, ``take_events`` adds a timer task per batch. A batch is what the
+    conductor queued up to :data:`BATCH_WAIT_S` after its first event. The stream's processors
+    (faust's test wrapper records processed values through one) run after the batch was
+    handled and acked.
+
+    A batch that raises is logged and retried once after 1 s (the engines reject what they
+    already applied as duplicates), then acked and skipped, so one bad batch cannot stop the
+    partition forever (the per-event failures are dead-lettered by ``handle`` itself).
+    """
+    await stream.maybe_start()
+    app = stream.app
+    queue = stream.channel.queue
+    processors = stream._processors  # the test wrapper records values through one
+    unacked = app.consumer.unacked
+    acking_topics = app.topics.acking_topics
+    flow_control = app.flow_control
+    while not stream.should_stop:
+        try:
+            batch = [await queue.get()]
+            if batch_wait_s > 0:
+                await asyncio.sleep(batch_wait_s)
+            while len(batch) < max_events and not queue.empty():
+                batch.append(queue.get_nowait())
+        except StopAsyncIteration:  # how faust stops a stream: thrown into its channel queue
+            return
+        events: list[Any] = []
+        active = flow_control.is_active()
+        generation = app.consumer_generation_id
+        for event in batch:
+            message = event.message
+            if not active or message.generation_id != generation:
+                event.ack()  # what faust's stream does with them: their partitions moved
+                continue
+            if not message.tracked and message.topic in acking_topics:
+                message.tracked = True
+                unacked.add(message)
+            events.append(event)
+        if not events:
+            continue
+        try:
+            try:
+                await handle(events)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("account batch failed; retrying it once in 1 s")
+                await asyncio.sleep(1.0)
+                await handle(events)
+        except asyncio.CancelledError:
+            raise  # not acked: redelivered to whoever owns the partition next
+        except Exception:
+            log.exception("account batch failed twice; skipped (%d events)", len(events))
+        for event in events:
+            event.ack()
+        for event in events:
+            for processor in processors:
+                await maybe_async(processor(event.value))
 
 
 async def handle_account_batch(
@@ -125,7 +203,7 @@ async def handle_account_batch(
     apply: Callable[[Any, Any], list[Any]],
     value: Callable[[Callable[[], Any], Any, int], Any],
 ) -> None:
-    """One ``take_events`` batch of an account topic (positions, balances), event by event in
+    """One batch of an account topic (positions, balances), event by event in
     offset order.
 
     Each event is validated (rejections dead-lettered), then ``apply(engine, update)`` runs on the
@@ -177,7 +255,7 @@ def set_current_event(event: Any) -> None:
     """Make ``event`` faust's current event, so a table write goes to ITS partition.
 
     ``Table.__setitem__`` (changelog partition) and the RocksDB store (which DB) read the
-    partition of ``faust.streams.current_event()``; in a ``take_events`` batch that is not the
+    partition of ``faust.streams.current_event()``; in a batch that is not the
     event a given key came from, so the batch handlers set it before each write.
     """
     _current_event.set(weakref.ref(event))
@@ -191,7 +269,7 @@ async def write_table(table: Any, pending: dict[str, tuple[Any, Any]]) -> None:
     goes straight to faust's producer instead of through faust's synchronous ``send_soon``
     buffer (drained one message per loop iteration while the conductor pauses every stream:
     "producer buffer full") and the Topic/Channel layers. At-least-once is unchanged: the source
-    offsets are committed only after the agent body returns (``take_events`` acks then), and
+    offsets are committed only after the batch was handled (:func:`consume_batches` acks then), and
     faust flushes the producer before it commits.
     """
     if not pending:

@@ -10,17 +10,13 @@ from collections.abc import Sequence
 
 import faust
 
-from streams.agents._inputs import (
-    BATCH_MAX,
-    BATCH_WITHIN_S,
-    handle_account_batch,
-)
+from streams.agents._inputs import consume_batches, handle_account_batch
 from streams.app import app, balances_table, balances_topic
 from streams.engine.wire import EventKind
 
 
 async def handle_batch(events: Sequence[faust.EventT]) -> None:
-    """One ``take_events`` batch (see :func:`streams.agents.positions.handle_batch`)."""
+    """One batch (see :func:`streams.agents.positions.handle_batch`)."""
     await handle_account_batch(
         EventKind.BALANCE,
         events,
@@ -39,7 +35,4 @@ async def handle(event: faust.EventT) -> None:
 
 @app.agent(balances_topic, name="riskmon-balances")
 async def balances_agent(stream: faust.StreamT[bytes]) -> None:
-    # take_events is on faust.Stream, not on the StreamT protocol
-    batches = stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
-    async for events in batches:
-        await handle_batch(events)
+    await consume_batches(stream, handle_batch)

@@ -13,11 +13,7 @@ from collections.abc import Sequence
 
 import faust
 
-from streams.agents._inputs import (
-    BATCH_MAX,
-    BATCH_WITHIN_S,
-    handle_account_batch,
-)
+from streams.agents._inputs import consume_batches, handle_account_batch
 from streams.app import app, positions_table, positions_topic
 from streams.engine.models import PositionUpdate
 from streams.engine.wire import EventKind
@@ -31,9 +27,9 @@ def table_value(old: dict | None, update: PositionUpdate, partition: int) -> dic
 
 
 async def handle_batch(events: Sequence[faust.EventT]) -> None:
-    """One ``take_events`` batch, event by event in offset order; the table is written once per
-    account with the batch's last value (last write wins), transitions are emitted at the end
-    (:func:`streams.agents._inputs.handle_account_batch`)."""
+    """One batch (:func:`streams.agents._inputs.consume_batches`), event by event in offset
+    order; the table is written once per account with the batch's last value (last write wins),
+    transitions are emitted at the end (:func:`streams.agents._inputs.handle_account_batch`)."""
     await handle_account_batch(
         EventKind.POSITION,
         events,
@@ -49,7 +45,4 @@ async def handle(event: faust.EventT) -> None:
 
 @app.agent(positions_topic, name="riskmon-positions")
 async def positions_agent(stream: faust.StreamT[bytes]) -> None:
-    # take_events is on faust.Stream, not on the StreamT protocol
-    batches = stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
-    async for events in batches:
-        await handle_batch(events)
+    await consume_batches(stream, handle_batch)
