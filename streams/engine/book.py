@@ -64,6 +64,7 @@ from streams.engine.book_columns import PositionValues as PositionValues
 from streams.engine.book_columns import _drop_aq_index as _drop_aq_index
 from streams.engine.book_columns import block_values as block_values
 from streams.engine.book_columns import position_values as position_values
+from streams.engine.book_kernels import INSTRUMENT_BITS, MAX_INSTRUMENTS, PositionIndex
 from streams.engine.config import EngineConfig
 from streams.engine.models import ContractType, Instrument, MarginMode, RiskState
 from streams.engine.rejections import RejectedEvent, Rejection, RejectReason
@@ -119,6 +120,8 @@ class AccountBook:
         self.balance_seq: IntArray = np.full(cap, -1, dtype=np.int64)
         self.cross_count: IntArray = np.zeros(cap, dtype=np.int64)
         self.positions_of: list[set[int]] = []  # account index -> instrument indices held
+        # (account, instrument) -> (last position seq, slot); closed positions keep their seq
+        self.index = PositionIndex()
         self._flat: FlatCross | None = None
 
     # -- REFERENCE DATA ----------------------------------------------------------------------------
@@ -145,9 +148,11 @@ class AccountBook:
         k = self.instrument_index.get(model.instrument)
         if k is None:
             k = len(self.instruments)
+            if k >= MAX_INSTRUMENTS:
+                raise ValueError(f"at most {MAX_INSTRUMENTS} instruments per book")
             self.instrument_index[model.instrument] = k
             self.instruments.append(
-                InstrumentState(index=k, cross=Block(), iso=Block(), slots={}, seqs={}, **fields)  # type: ignore[arg-type]
+                InstrumentState(index=k, cross=Block(), iso=Block(), **fields)  # type: ignore[arg-type]
             )
             return []
         inst = self.instruments[k]
@@ -289,11 +294,18 @@ class AccountBook:
         if not fresh:
             self.iso_levels[a, prev] -= 1
         self.iso_levels[a, new] += 1
-        self._refresh_iso_state(np.array([a]))
+        self._refresh_iso_state_one(a)
 
     def _drop_iso_pool(self, a: int, block: Block, slot: int) -> None:
         self.iso_levels[a, int(block.pstate[slot])] -= 1
-        self._refresh_iso_state(np.array([a]))
+        self._refresh_iso_state_one(a)
+
+    def _refresh_iso_state_one(self, a: int) -> None:
+        top = 0
+        for s, count in enumerate(self.iso_levels[a].tolist()):
+            if count:
+                top = s
+        self.iso_state[a] = top
 
     def worst_pools(self) -> tuple[FloatArray, IntArray]:
         """(utilization, pool) of every account's worst pool; pool −1 = cross, else the
@@ -716,14 +728,11 @@ class AccountBook:
     ) -> list[Transition]:
         """Set the absolute position of (account, instrument ``k``); raises RejectedEvent."""
         a = self.account_of(account)
-        inst = self.instruments[k]
-        seqs = inst.seqs
-        assert seqs is not None
-        prev_seq = seqs.get(a)
+        prev_seq, loc = self.index.lookup(a, k)
         if prev_seq is not None and seq <= prev_seq:
             raise RejectedEvent(self.position_rejection(account, k, seq, prev_seq))
-        seqs[a] = seq
-        self.set_position(a, k, size, entry, isolated, isolated_margin)
+        self.index.put(a, k, seq, loc)
+        self.set_position_at(a, k, size, entry, isolated, isolated_margin, loc)
         return self._restate_one(a)
 
     def position_rejection(self, account: str, k: int, seq: int, prev_seq: int) -> Rejection:
@@ -742,15 +751,29 @@ class AccountBook:
         isolated: bool,
         isolated_margin: float,
     ) -> None:
-        """Set a position whose sequence number was already checked; states are not evaluated."""
+        """Set a position whose sequence number was already checked (and stored in ``index``);
+        account states are not evaluated (its isolated pool's state is)."""
+        self.set_position_at(
+            a, k, size, entry, isolated, isolated_margin, self.index.lookup(a, k)[1]
+        )
+
+    def set_position_at(
+        self,
+        a: int,
+        k: int,
+        size: float,
+        entry: float,
+        isolated: bool,
+        isolated_margin: float,
+        loc: int | None,
+    ) -> None:
+        """``set_position`` with the position's current slot (None: no open position)."""
         inst = self.instruments[k]
         self._flat = None
         _drop_aq_index(inst)
         if math.isnan(inst.mark):
             inst.mark = entry
-        slots = inst.slots
-        assert slots is not None and inst.cross is not None and inst.iso is not None
-        loc = slots.get(a)
+        assert inst.cross is not None and inst.iso is not None
         if size != 0 and loc is not None and (loc >= 0) is (not isolated):
             self._update_in_place(inst, a, loc, size, entry, isolated_margin)
             return
@@ -770,7 +793,7 @@ class AccountBook:
             block.iso_margin[s] = isolated_margin
             block.lo[s] = v.band_lo
             block.hi[s] = v.band_hi
-            slots[a] = ~s if isolated else s
+            self.index.set_loc(a, k, ~s if isolated else s)
             if isolated:
                 self._file_iso_pool(a, inst, s, fresh=True)
             else:
@@ -850,7 +873,6 @@ class AccountBook:
             self._file_iso_pool(a, inst, slot, fresh=False)
 
     def _remove(self, inst: InstrumentState, a: int, loc: int) -> None:
-        assert inst.slots is not None
         if loc >= 0:
             block = inst.cross
             slot = loc
@@ -869,9 +891,10 @@ class AccountBook:
         else:
             self._drop_iso_pool(a, block, slot)
         moved = block.swap_remove(slot)
-        del inst.slots[a]
+        k = inst.index
+        self.index.set_loc(a, k, None)
         if moved >= 0:
-            inst.slots[moved] = slot if loc >= 0 else ~slot
+            self.index.set_loc(moved, k, slot if loc >= 0 else ~slot)
 
     def apply_balance(self, account: str, wallet: float, seq: int) -> list[Transition]:
         a = self.account_of(account)
@@ -903,8 +926,9 @@ class AccountBook:
         """(instrument, block, slot) of each open position of account ``a``."""
         for k in sorted(self.positions_of[a]):
             inst = self.instruments[k]
-            assert inst.slots is not None and inst.cross is not None and inst.iso is not None
-            loc = inst.slots[a]
+            assert inst.cross is not None and inst.iso is not None
+            loc = self.index.lookup(a, k)[1]
+            assert loc is not None
             if loc >= 0:
                 yield inst, inst.cross, loc
             else:
@@ -965,7 +989,7 @@ def bulk_load(
         if math.isnan(inst.mark):
             inst.mark = float(entry[sel[0]])
         for block, mask in ((inst.cross, ~isolated[sel]), (inst.iso, isolated[sel])):
-            assert block is not None and inst.slots is not None
+            assert block is not None
             rows = sel[mask]
             n = rows.size
             if n == 0:
@@ -984,17 +1008,17 @@ def bulk_load(
             fresh.iso_margin[:n] = isolated_margin[rows]
             if block is inst.cross:
                 inst.cross = fresh
-                inst.slots.update(zip(account[rows].tolist(), range(n), strict=True))
+                locs = np.arange(n, dtype=np.int64)
                 np.add.at(book.cross_count, account[rows], 1)
             else:
                 inst.iso = fresh
-                inst.slots.update(zip(account[rows].tolist(), [~s for s in range(n)], strict=True))
+                locs = ~np.arange(n, dtype=np.int64)
+            keys = (account[rows].astype(np.int64) << INSTRUMENT_BITS) | inst.index
+            book.index.put_many(keys, np.full(n, seq, dtype=np.int64), locs)
         _drop_aq_index(inst)
         k = inst.index
         for a in account[sel].tolist():
             book.positions_of[a].add(k)
-        assert inst.seqs is not None
-        inst.seqs.update(dict.fromkeys(account[sel].tolist(), seq))
     book.resync()
     for inst in book.instruments:  # isolated pools start healthy, then are evaluated once
         assert inst.iso is not None

@@ -131,8 +131,7 @@ class InstrumentState:
     band_hi: float = math.inf
     cross: Block | None = None
     iso: Block | None = None
-    slots: dict[int, int] | None = None  # account index -> slot (≥ 0 cross, ~slot isolated)
-    seqs: dict[int, int] | None = None  # account index -> last position seq (closed ones too)
+    # (account -> slot and last seq live in the book's PositionIndex, for compiled batches)
     # cross slots sorted by |qv| (mark-independent for linear contracts): the holders crossing a
     # tier floor between two marks are a few contiguous ranges (see AccountBook._cross_tiers);
     # dropped whenever the cross block changes, rebuilt after a few band-leaving ticks
