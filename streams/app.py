@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as _faust_aiokafka
 
 from streams.settings import Settings, get_settings
 
@@ -55,6 +56,31 @@ def _credentials(s: Settings) -> Any:
         mechanism=kafka.sasl_mechanism,
         ssl_context=ssl_context,
     )
+
+
+# faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer. aiokafka keeps one fetch in
+# flight per broker and leaves out of it the partitions that still have buffered records; when
+# every account partition is buffered, the request in flight holds only idle partitions (the
+# instruments and fund topics, partials) and the broker keeps it for the full wait, so the
+# account partitions, drained meanwhile, are fetched again only up to 1.5 s later: the
+# 1-1.5 s stalls of both account topics at once seen in the latency bench (p99 2-9 s).
+FAUST_FETCH_MAX_WAIT_MS = 100
+
+
+class _ConsumerThread(_faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FAUST_FETCH_MAX_WAIT_MS  # read by its fetcher at start
+        return consumer
+
+
+class _Consumer(_faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> Any:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+# The transport class faust picks for kafka:// (this process runs only this app).
+_faust_aiokafka.Transport.Consumer = _Consumer
 
 
 def create_app(s: Settings) -> faust.App:
