@@ -33,7 +33,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from streams.agents._inputs import RestartingLoop
 from streams.agents.fastwire import parse_price, tick_fields
-from streams.agents.runtime import Runtime
+from streams.agents.runtime import Runtime, observe_many
 from streams.engine.models import PriceTick
 from streams.engine.rejections import Rejection
 from streams.engine.wire import EventKind
@@ -58,15 +58,15 @@ async def count_batch(runtime: Runtime, topic: str, partition: int, records: Ite
     instruments = runtime.ref.instruments
     accepted = 0
     now = time.time()
-    observe = runtime.metrics.event_lag_seconds.observe
+    lags: list[float] = []
+    lag = lags.append
     for record in records:
         value = record.value
         raw = value if type(value) is bytes else b"" if value is None else bytes(value)
         fields = tick_fields(raw, record.key)
         if fields is not None and fields[0] in instruments:  # the common case: no model
             accepted += 1
-            lag = now - fields[3]
-            observe(lag if lag > 0 else 0.0)
+            lag(now - fields[3])
             continue
         parsed = parse_price(raw, record.key)
         if isinstance(parsed, PriceTick) and parsed.instrument not in instruments:
@@ -88,8 +88,8 @@ async def count_batch(runtime: Runtime, topic: str, partition: int, records: Ite
             )
             continue
         accepted += 1
-        lag = now - parsed.ts_event
-        observe(lag if lag > 0 else 0.0)
+        lag(now - parsed.ts_event)
+    observe_many(runtime.metrics.event_lag_seconds, lags)
     if accepted:
         runtime.accepted_many(EventKind.PRICE, accepted)
     return accepted
