@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -143,16 +144,7 @@ class ReferenceReader(RestartingLoop):
                 transitions: list[Any] = []
                 for tp in sorted(batches, key=lambda tp: kinds.index(tp.topic)):
                     if self.kinds[tp.topic] is EventKind.PRICE:
-                        for record in batches[tp]:
-                            value = record.value
-                            fields = tick_fields(value, record.key) if value else None
-                            if fields is not None:  # valid: the model is built when applied
-                                ticks[fields[0]] = fields
-                                self.applied += 1
-                                continue
-                            tick = self._parse_tick(record.key, value)
-                            if tick is not None:
-                                ticks[tick.instrument] = tick
+                        self.conflate(batches[tp], ticks)
                         continue
                     if ticks:  # older ticks first, then the instrument / fund records
                         transitions.extend(self._apply_ticks(ticks))
@@ -179,6 +171,38 @@ class ReferenceReader(RestartingLoop):
             self.consumer = None
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+    def conflate(self, records: Sequence[Any], ticks: dict[str, PriceTick | TickFields]) -> None:
+        """Put the latest VALID tick per instrument of ``records`` (one partition's fetch, in
+        offset order) into ``ticks`` (they supersede what it holds).
+
+        Scanned newest first: once a key has its latest valid tick, its older records are not
+        even parsed (a valid tick's key IS its instrument, so they could not win) — with a few
+        hundred ticks per instrument per fetch, a handful of ``orjson`` parses instead of one
+        per tick. Records without a key are all parsed. ``applied`` / ``skipped`` count the
+        parsed records only."""
+        latest: dict[str, PriceTick | TickFields] = {}
+        resolved: set[bytes] = set()
+        for record in reversed(records):
+            key = record.key
+            if key is not None and key in resolved:
+                continue
+            value = record.value
+            fields = tick_fields(value, key) if value else None
+            tick: PriceTick | TickFields
+            if fields is not None:  # valid: the model is built when applied
+                name, tick = fields[0], fields
+                self.applied += 1
+            else:
+                parsed = self._parse_tick(key, value)
+                if parsed is None:
+                    continue
+                name, tick = parsed.instrument, parsed
+            if key is not None:
+                resolved.add(key)
+            if name not in latest:
+                latest[name] = tick
+        ticks.update(latest)
 
     def _apply(self, topic: str, key: bytes | None, value: bytes | None) -> list[Any]:
         kind = self.kinds[topic]

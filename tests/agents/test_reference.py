@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -277,3 +278,45 @@ def test_reader_keeps_unknown_funds_bounded_until_an_instrument_uses_them(
     assert runtime.new_engine().fund_balances["f3"] == 7.0
     runtime.apply_reference(instrument("F1USDT", fund="f1"))  # evicted: none until the next
     assert "f1" not in runtime.ref.funds
+
+
+def test_reader_conflation_keeps_the_latest_valid_tick_per_instrument(outbox: Outbox) -> None:
+    """``conflate`` (newest first, superseded keys not parsed) == applying every record in
+    offset order and keeping the last valid tick per instrument."""
+    import random
+    from types import SimpleNamespace
+
+    from streams.agents.fastwire import TickFields, make_tick, parse_price
+    from streams.engine.models import PriceTick
+
+    reader = ReferenceReader(settings, runtime)
+    names = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+
+    def record(rng: random.Random, i: int) -> Any:
+        name = rng.choice(names)
+        kind = rng.random()
+        if kind < 0.6:
+            value = tick(float(i + 1), name)
+        elif kind < 0.7:
+            value = tick("NaN", name)  # invalid
+        elif kind < 0.8:
+            value = b"{not json"
+        else:
+            value = tick(float(i + 1), rng.choice(names))  # maybe a key mismatch
+        key = None if rng.random() < 0.15 else name.encode()
+        return SimpleNamespace(key=key, value=value)
+
+    def as_tick(t: PriceTick | TickFields) -> PriceTick:
+        return t if isinstance(t, PriceTick) else make_tick(t)
+
+    rng = random.Random(5)
+    for _ in range(300):
+        records = [record(rng, i) for i in range(rng.randrange(0, 40))]
+        pending: dict[str, Any] = {"ETHUSDT": make_tick(("ETHUSDT", 1.0, None, 1.0, False))}
+        expected = {k: as_tick(v) for k, v in pending.items()}
+        for r in records:
+            parsed = parse_price(r.value, r.key)
+            if isinstance(parsed, PriceTick):
+                expected[parsed.instrument] = parsed
+        reader.conflate(records, pending)
+        assert {k: as_tick(v) for k, v in pending.items()} == expected
