@@ -23,9 +23,10 @@ import numba as nb
 import numpy as np
 from numba.typed import List as TypedList
 
-from streams.engine.book import AccountBook, Transition
+from streams.engine.book import AccountBook, Transition, bulk_load
 from streams.engine.book_columns import _drop_aq_index
 from streams.engine.book_kernels import IN_PLACE, REJECTED, batch_accept, batch_in_place
+from streams.engine.models import Instrument, MarginTier
 from streams.engine.rejections import Rejection
 from streams.engine.tiers import FloatArray, IntArray
 
@@ -245,3 +246,27 @@ def _apply_in_place(
             inst.band_hi = float(band_hi[k])
             if inst.aq_sorted is not None:
                 _drop_aq_index(inst)
+
+
+_warm = False
+
+
+def warm_up() -> None:
+    """Load (from numba's on-disk cache, or compile) the book's kernels once per process, on a
+    throw-away book: a driver's first fetch batch should not pay for it."""
+    global _warm
+    if _warm:
+        return
+    _warm = True
+    tier = MarginTier(floor_notional_usd=0.0, mmr=0.01, max_leverage=50.0)
+    model = Instrument(instrument="warm-up", tiers=(tier,))
+    book = AccountBook()
+    book.upsert_instrument(model)
+    apply_positions(book, ["a"], [0], [1.0], [1.0], [False], [0.0], [1])  # open
+    apply_positions(book, ["a"], [0], [2.0], [1.0], [False], [0.0], [2])  # in place
+    book.apply_position("a", 0, 0.0, 1.0, False, 0.0, 3)  # one at a time, close
+    loaded = AccountBook()
+    loaded.upsert_instrument(model)
+    one = np.ones(1)
+    zero = np.zeros(1, dtype=np.int64)
+    bulk_load(loaded, ["a"], one, zero, zero, one, one, np.zeros(1, dtype=np.bool_), one)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streams.engine.book import AccountBook, Transition
-from streams.engine.book_batch import apply_positions
+from streams.engine.book_batch import apply_positions, warm_up
 from streams.engine.book_columns import position_values
 from streams.engine.config import EngineConfig
 from streams.engine.margin import shock_distance
@@ -98,6 +98,7 @@ class AccountRisk:
 class RiskEngine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
+        warm_up()  # once per process: the compiled book kernels, before the first batch
         self.book = AccountBook(self.config)
         self.vol = EwmaVolatility(
             self.config.ewma_lambda,
