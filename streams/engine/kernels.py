@@ -255,9 +255,9 @@ def pool_pass(
             p += 1
     # -- per-position columns (the scenarios' flat book) --
     m = n_pos if with_positions else 0
-    p_unit = np.empty(m, dtype=np.int64)
-    p_inst = np.empty(m, dtype=np.int64)
-    p_fund = np.empty(m, dtype=np.int64)
+    p_unit = np.empty(m, dtype=np.int32)  # (int32: the scenarios' footprint)
+    p_inst = np.empty(m, dtype=np.int32)
+    p_fund = np.empty(m, dtype=np.int32)
     p_mark = np.empty(m)
     p_notional = np.empty(m)
     p_upnl = np.empty(m)

@@ -151,6 +151,12 @@ class Workspace:
             self._buffers[name] = buf
         return buf[:numel].reshape(shape)
 
+    def release(self, *names: str) -> None:
+        """Drop buffers no longer needed in this evaluation (their memory goes back before the
+        scenarios allocate theirs; the next evaluation maps them afresh)."""
+        for name in names:
+            self._buffers.pop(name, None)
+
 
 @contextmanager
 def borrow_workspace(book: AccountBook) -> Iterator[Workspace]:

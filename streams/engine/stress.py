@@ -331,7 +331,12 @@ def idiosyncratic_bad_debt(
     # (f = cost − equity grows at most by |Δequity| + the cost increase) contributes nothing
     f0 = base_cost - base_eq
     x = abs(shock)
-    bound = f0[fb.unit] + np.abs(fb.qv * fb.mark) * x + cost_now * ((1.0 + x) ** 1.5 - 1.0)
+    # (in place: one 8 MB temporary at a time on a 1M-position book)
+    bound = fb.qv * fb.mark
+    np.abs(bound, out=bound)
+    bound *= x
+    bound += f0[fb.unit]
+    bound += cost_now * ((1.0 + x) ** 1.5 - 1.0)
     sel = np.flatnonzero((bound > 0) | (bad_now[fb.unit] > 0))
     u = fb.unit[sel]
     eq = base_eq[u] + fb.qv[sel] * fb.mark[sel] * shock
@@ -370,6 +375,25 @@ def _mm_at_uniform_shock(fb: FlatBook, sel: IntArray, shock: float) -> FloatArra
 # -- PARTIALS --------------------------------------------------------------------------------------
 
 
+# workspace buffers the scenarios do not read (pool pass inputs and scratch, the band CSR)
+_DEAD_AFTER_GRID = (
+    "ms",
+    "lo",
+    "hi",
+    "first_fund",
+    "b_unit",
+    "b_k",
+    "b_n",
+    "b_lin",
+    "band_ptr",
+    "band_k",
+    "band_n0",
+    "band_lin",
+    "band_mm0",
+    "band_sl0",
+)
+
+
 def compute_partials(
     book: AccountBook, config: EngineConfig, scenarios: bool = True
 ) -> dict[str, FundPartial]:
@@ -391,6 +415,11 @@ def _compute_partials(
     # the derived per-position columns are needed by the scenarios only
     pools = build_pools(book, float(grid[0]), float(grid[-1]), positions=scenarios, workspace=ws)
     sums = evaluate(pools, grid, ws)
+    if scenarios:  # the band and scratch buffers are dead: their memory serves the scenarios
+        pools.band_ptr = pools.band_k = np.zeros(0, dtype=np.int64)
+        pools.band_n0 = np.zeros(0)
+        pools.band_lin = np.zeros(0, dtype=np.bool_)
+        ws.release(*_DEAD_AFTER_GRID)
     bad_now = sums.bad_now
     nf = len(book.funds)
     n_inst = len(book.instruments)
@@ -485,7 +514,7 @@ def _units_of(pools: Pools, fb: FlatBook) -> Units:
         notional0=pools.notional0,
         has_position=pools.has_position,
         crossing_pos=fb.hinge_pos,
-        weights=np.ascontiguousarray(pools.weights),
+        weights=pools.weights,
         account=np.concatenate(
             (np.arange(pools.n_accounts), pools.account[pools.unit >= pools.n_accounts])
         ),
