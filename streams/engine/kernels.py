@@ -342,6 +342,10 @@ def _index(grid: FloatArray, x: float, right: bool, step: float) -> int:
     count = grid.shape[0]
     if x != x:  # NaN: unused by the callers
         return 0
+    if x == -np.inf:  # (common: a range unbounded on one side)
+        return 0
+    if x == np.inf:
+        return count
     g0 = grid[0]
     xc = min(max(x, g0 - 2 * step), grid[count - 1] + 2 * step)
     j = math.ceil((xc - g0) * (1.0 / step))
@@ -593,11 +597,6 @@ def grid_pass(
     if step == 0:
         step = 1.0
     z = int(np.searchsorted(grid, 0.0))
-    nb_ = band_k.shape[0]
-    for j in range(nb_):
-        band_mm0[j], band_sl0[j] = _mm_exact(
-            floors, mmr, amt, width, band_k[j], band_n0[j], band_lin[j], 0.0, True
-        )
     dd = np.zeros((nf, count, 8))
     bad_long = np.zeros(nf)
     bad_short = np.zeros(nf)
@@ -646,6 +645,10 @@ def grid_pass(
             if solve_l or solve_r:
                 j0 = band_ptr[u]
                 j1 = band_ptr[u + 1]
+                for j in range(j0, j1):  # MM and its slope now, of the unit's band positions
+                    band_mm0[j], band_sl0[j] = _mm_exact(
+                        floors, mmr, amt, width, band_k[j], band_n0[j], band_lin[j], 0.0, True
+                    )
                 empty = False
                 q1 = ql
                 q2 = qh

@@ -180,7 +180,7 @@ def _cat(
 ) -> np.ndarray:
     out = ws.array(name, (n,), dtype)
     if parts:
-        np.concatenate(parts, out=out)
+        np.concatenate(parts, out=out, casting="same_kind")
     return out
 
 
@@ -212,7 +212,8 @@ def build_pools(
     block_len = np.array([b.n for _, b in blocks], dtype=np.int64)
     n_cross = sum(b.n for _, b in cb)
     n_pos = n_cross + sum(b.n for _, b in ib)
-    acct = _cat(ws, "acct", [b.acct[: b.n] for _, b in blocks], n_pos, np.int64)
+    # (int32: every pass over the positions streams it)
+    acct = _cat(ws, "acct", [b.acct[: b.n] for _, b in blocks], n_pos, np.int32)
     qv = _cat(ws, "qv", [b.qv[: b.n] for _, b in blocks], n_pos)
     entry = _cat(ws, "entry", [b.entry[: b.n] for _, b in blocks], n_pos)
     size = _cat(ws, "size", [b.size[: b.n] for _, b in blocks], n_pos)
