@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 from streams.engine.config import EngineConfig
 from streams.engine.models import ContractType, Instrument
@@ -214,6 +215,44 @@ class NaiveBook:
                 out.append((instrument, pos.isolated_margin + u, m))
         return out
 
+    def shock_distances(self, account: str) -> tuple[float, float, float, float]:
+        """(liq_down, liq_up, bankrupt_down, bankrupt_up) of one account by bisection: the
+        smallest uniform move (every mark × (1 ± s); down at most 1) at which ANY of its pools
+        with an open position has MM ≥ equity (equity ≤ 0); 0 = already, inf = never."""
+        cross: list[tuple[str, NaivePosition]] = []
+        pools: list[tuple[float, list[tuple[str, NaivePosition]]]] = []
+        for (acct, instrument), pos in sorted(self.positions.items()):
+            if acct != account:
+                continue
+            if pos.isolated:
+                pools.append((pos.isolated_margin, [(instrument, pos)]))
+            else:
+                cross.append((instrument, pos))
+        if cross:
+            pools.append((self.wallets.get(account, 0.0), cross))
+        best = [math.inf] * 4
+        for wallet, members in pools:
+
+            def surplus(
+                s: float,
+                margin: bool,
+                m: list[tuple[str, NaivePosition]] = members,
+                w: float = wallet,
+            ) -> float:
+                eq = w
+                mm = 0.0
+                for name, p in m:
+                    u, _n, mmp, _i, _c, _sl = self.position_figures(name, p, s)
+                    eq += u
+                    mm += mmp
+                return eq - mm if margin else eq
+
+            for j, margin in enumerate((True, True, False, False)):
+                sign = -1.0 if j % 2 == 0 else 1.0
+                found = _first_bad(partial(_scaled, surplus, sign, margin), j % 2 == 1)
+                best[j] = min(best[j], found)
+        return best[0], best[1], best[2], best[3]
+
     # -- pools and the venue -----------------------------------------------------------------------
 
     def pools(self, shock_of: Callable[[str], float]) -> list[PoolFigures]:
@@ -293,6 +332,30 @@ class NaiveBook:
         self, shocks: Mapping[str, float], default: float, slack: float = 0.0
     ) -> dict[str, dict[str, float]]:
         return self.venue(lambda name: shocks.get(name, default), slack)
+
+
+def _scaled(f: Callable[[float, bool], float], sign: float, margin: bool, x: float) -> float:
+    return f(sign * x, margin)
+
+
+def _first_bad(f: Callable[[float], float], unbounded: bool) -> float:
+    """Smallest x ≥ 0 with f(x) ≤ 0, for f positive on an interval [0, x*) (concave f): x ≤ 1
+    (down) or unbounded (up; inf if f stays positive up to 2**80)."""
+    if f(0.0) <= 0:
+        return 0.0
+    hi = 1.0
+    while f(hi) > 0:
+        if not unbounded or hi >= 2.0**80:
+            return math.inf
+        hi *= 2.0
+    lo = hi / 2.0 if hi > 1.0 else 0.0
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if f(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def _utilization(mm: float, equity: float) -> float:

@@ -3,12 +3,13 @@
 Random sequences of price ticks, position opens / changes / closes (cross and isolated, linear
 and inverse, across tier floors), balance updates, duplicates and stale sequence numbers are fed
 to the engine and to the naive reference; both must accept/reject the same events and agree on
-every account's equity, MM, IM, notional and utilization (rtol 1e-9 of gross notional), and on the
-risk states: per margin pool (the cross pool and each isolated position) with hysteresis, the
-account's state being its worst pool's, and the reported utilization that of the worst pool (the
-naive side steps its own per-pool state machine, ``naive.NaiveStates``, after every event;
-accounts any of whose pools ever came within 1e-9 of a threshold are skipped, as float rounding
-may legitimately differ there).
+every account's equity, MM, IM, notional and utilization (rtol 1e-9 of gross notional), on the
+shock distances (the naive side bisects every pool), and on the risk states: per margin pool
+(the cross pool and each isolated position) with hysteresis, the account's state being its
+worst pool's, and the reported utilization that of the worst pool (the naive side steps its own
+per-pool state machine, ``naive.NaiveStates``, after every event; accounts any of whose pools
+ever came within 1e-9 of a threshold are skipped, as float rounding may legitimately differ
+there). The transitions emitted replay to the final states.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class Replay:
             total += self.naive.position_figures(name, pos)[1] + abs(pos.isolated_margin)
         return total
 
-    def check(self) -> None:
+    def check(self, distances: bool = False) -> None:
         tol = 1e-9 * self.gross()
         for acct in self.naive.accounts:
             want = self.naive.account_figures(acct)
@@ -168,6 +169,18 @@ class Replay:
                     assert math.isclose(
                         got.cross_utilization, want["utilization"], rel_tol=1e-6, abs_tol=1e-9
                     )
+                if distances:  # every pool's distances, the account's = the nearest pool's
+                    got_d = (
+                        got.liquidation_distance_down,
+                        got.liquidation_distance_up,
+                        got.bankruptcy_distance_down,
+                        got.bankruptcy_distance_up,
+                    )
+                    for g, w in zip(got_d, self.naive.shock_distances(acct), strict=True):
+                        assert g == w or math.isclose(g, w, rel_tol=1e-6, abs_tol=1e-9), (
+                            acct,
+                            got_d,
+                        )
         # the whole-book worst-pool pass (top_at_risk) equals the per-account one
         book = self.engine.book
         utils, pools = book.worst_pools()
@@ -190,7 +203,7 @@ def test_incremental_book_equals_recompute(ops: list[tuple[Any, ...]]) -> None:
     replay = Replay(EngineConfig())
     for op in ops:
         replay.run(op)
-    replay.check()
+    replay.check(distances=True)
     # resync (from the columns) must not move the sums beyond the drift tolerance
     before = {a: replay.engine.account(a) for a in replay.naive.accounts}
     replay.engine.resync()
