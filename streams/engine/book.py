@@ -909,6 +909,34 @@ class AccountBook:
         self.wallet[a] = wallet
         return self._restate_one(a)
 
+    def apply_balances(
+        self, accounts: list[str], wallets: list[float], seqs: list[int]
+    ) -> tuple[list[Transition], list[tuple[int, Rejection]]]:
+        """A batch of balance updates: seqs checked row by row in arrival order (as one at a
+        time), the last accepted row per account wins, states evaluated once after the batch."""
+        rejections: list[tuple[int, Rejection]] = []
+        final: dict[int, float] = {}
+        account_of = self.account_of
+        stored = self.balance_seq
+        for i, (name, wallet, seq) in enumerate(zip(accounts, wallets, seqs, strict=True)):
+            a = account_of(name)
+            prev_seq = int(stored[a])
+            if prev_seq >= 0 and seq <= prev_seq:
+                reason = RejectReason.DUPLICATE if seq == prev_seq else RejectReason.STALE_SEQUENCE
+                rejections.append(
+                    (i, Rejection(reason, f"balance {name}: seq {seq} vs stored {prev_seq}"))
+                )
+                continue
+            stored[a] = seq
+            final[a] = wallet
+        if not final:
+            return [], rejections
+        a_arr = np.fromiter(final.keys(), dtype=np.int64, count=len(final))
+        w_arr = np.fromiter(final.values(), dtype=np.float64, count=len(final))
+        self.equity[a_arr] += w_arr - self.wallet[a_arr]  # distinct accounts
+        self.wallet[a_arr] = w_arr
+        return self._restate(a_arr), rejections
+
     # -- MAINTENANCE -------------------------------------------------------------------------------
 
     def resync(self) -> None:

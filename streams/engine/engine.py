@@ -286,6 +286,22 @@ class RiskEngine:
         raw = self.book.apply_balance(account, wallet, seq)
         return self._transitions(raw, ts) if raw else []
 
+    def apply_balances_fast(
+        self,
+        accounts: Sequence[str],
+        wallets: Sequence[float],
+        seqs: Sequence[int],
+        ts: float,
+    ) -> tuple[list[StateTransition], list[tuple[int, Rejection]]]:
+        """A batch of balance updates (one driver fetch): ``(transitions, [(row, rejection)])``.
+
+        Rows are checked in order like ``apply_balance_fast`` (stale or duplicate seq → a
+        rejection for that row); per account the last accepted row wins; risk states are
+        evaluated once, after the batch.
+        """
+        raw, rejections = self.book.apply_balances(list(accounts), list(wallets), list(seqs))
+        return (self._transitions(raw, ts) if raw else []), rejections
+
     def apply_fund(self, update: FundUpdate) -> None:
         self._fund_balances[update.fund] = update.balance
 
