@@ -824,57 +824,77 @@ def adl_top(
     liq_now: Any,
     nf: int,
     top_k: int,
+    eq_ok: FloatArray,
+    sel: IntArray,
 ) -> tuple[IntArray, FloatArray, IntArray]:
     """Top-K positions by Hyperliquid score per group (fund × 2 + is_long) among profitable
     positions of pools with equity > 0 that are not liquidatable. Returns (positions, scores,
-    counts) per group, unordered."""
-    # the pool's equity where its positions are eligible (> 0, not liquidatable), else 0:
-    # one random read per profitable position
-    eq_ok = np.empty(e0.shape[0])
-    for u in range(e0.shape[0]):
+    counts) per group, unordered. ``eq_ok`` (units) and ``sel`` (positions) are scratch.
+
+    The filters compact index lists without branching (about half the positions pass each,
+    in no order a branch predictor could learn); only the survivors are scored.
+    """
+    nu = e0.shape[0]
+    # the pool's equity where its positions are eligible (> 0, not liquidatable), else 0
+    for u in range(nu):
         eq_ok[u] = e0[u] if e0[u] > 0 and not liq_now[u] else 0.0
+    # profitable positions
+    m = 0
+    p = 0
+    for b in range(block_k.shape[0]):
+        mark = mark_k[block_k[b]]
+        for _ in range(block_len[b]):
+            sel[m] = p
+            m += qv[p] * (mark - entry[p]) > 0
+            p += 1
+    # ... of eligible pools (the block of a position: walk the block starts along)
+    m2 = 0
+    for i in range(m):
+        p = sel[i]
+        u = acct[p] if p < n_cross else n_acc + (p - n_cross)
+        sel[m2] = p
+        m2 += eq_ok[u] > 0
     ng = 2 * max(nf, 1)
     best_pos = np.full((ng, top_k), -1, dtype=np.int64)
     best = np.full((ng, top_k), -np.inf)
     cnt = np.zeros(ng, dtype=np.int64)
     worst = np.zeros(ng, dtype=np.int64)  # slot of the lowest kept score once full
-    p = 0
-    for b in range(block_k.shape[0]):
+    b = 0
+    end = block_len[0] if block_len.shape[0] else 0
+    for i in range(m2):
+        p = sel[i]
+        while p >= end:
+            b += 1
+            end += block_len[b]
         k = block_k[b]
         mark = mark_k[k]
-        lin = not inverse_k[k]
-        is_iso = b >= n_cross_blocks
-        for _ in range(block_len[b]):
-            up = qv[p] * (mark - entry[p])
-            if up > 0:
-                eq = eq_ok[n_acc + (p - n_cross) if is_iso else acct[p]]
-                if eq > 0:
-                    n = abs(qv[p]) * mark if lin else abs(size[p]) * cs_k[k]
-                    ratio = mark / entry[p]
-                    if size[p] < 0:
-                        ratio = 1.0 / ratio
-                    score = ratio * abs(n) / eq
-                    g = fund_k[k] * 2 + (1 if size[p] > 0 else 0)
-                    c = cnt[g]
-                    if c < top_k:
-                        best[g, c] = score
-                        best_pos[g, c] = p
-                        cnt[g] = c + 1
-                        if c + 1 == top_k:
-                            w = 0
-                            for i in range(1, top_k):
-                                if best[g, i] < best[g, w]:
-                                    w = i
-                            worst[g] = w
-                    elif score > best[g, worst[g]]:
-                        best[g, worst[g]] = score
-                        best_pos[g, worst[g]] = p
-                        w = 0
-                        for i in range(1, top_k):
-                            if best[g, i] < best[g, w]:
-                                w = i
-                        worst[g] = w
-            p += 1
+        u = acct[p] if p < n_cross else n_acc + (p - n_cross)
+        eq = eq_ok[u]
+        n = abs(qv[p]) * mark if not inverse_k[k] else abs(size[p]) * cs_k[k]
+        ratio = mark / entry[p]
+        if size[p] < 0:
+            ratio = 1.0 / ratio
+        score = ratio * abs(n) / eq
+        g = fund_k[k] * 2 + (1 if size[p] > 0 else 0)
+        c = cnt[g]
+        if c < top_k:
+            best[g, c] = score
+            best_pos[g, c] = p
+            cnt[g] = c + 1
+            if c + 1 == top_k:
+                w = 0
+                for j in range(1, top_k):
+                    if best[g, j] < best[g, w]:
+                        w = j
+                worst[g] = w
+        elif score > best[g, worst[g]]:
+            best[g, worst[g]] = score
+            best_pos[g, worst[g]] = p
+            w = 0
+            for j in range(1, top_k):
+                if best[g, j] < best[g, w]:
+                    w = j
+            worst[g] = w
     return best_pos, best, cnt
 
 

@@ -472,7 +472,7 @@ def _compute_partials(
         idio_down = idiosyncratic_bad_debt(fb, units, bad_now, -x_id, n_inst)
         idio_up = idiosyncratic_bad_debt(fb, units, bad_now, x_id, n_inst)
 
-    adl = _adl_candidates(book, pools, sums.liq_now, config.adl_top_k, names)
+    adl = _adl_candidates(book, pools, sums.liq_now, config.adl_top_k, names, ws)
     k = config.adl_top_k
     inst_of_fund = [[i.name for i in book.instruments if i.fund == f] for f in range(nf)]
     out: dict[str, FundPartial] = {}
@@ -522,12 +522,18 @@ def _units_of(pools: Pools, fb: FlatBook) -> Units:
 
 
 def _adl_candidates(
-    book: AccountBook, pools: Pools, liq_now: BoolArray, k: int, names: list[str]
+    book: AccountBook,
+    pools: Pools,
+    liq_now: BoolArray,
+    k: int,
+    names: list[str],
+    ws: Workspace | None = None,
 ) -> dict[tuple[int, bool], tuple[AdlCandidate, ...]]:
     """Top-K profitable positions of non-liquidatable pools per (fund, side), by score
     (partial selection in :func:`streams.engine.kernels.adl_top`)."""
     nf = len(book.funds)
     pad = pools.pad
+    ws = ws if ws is not None else Workspace()
     best_pos, best_score, cnt = adl_top(
         pools.block_k,
         pools.block_len,
@@ -546,6 +552,8 @@ def _adl_candidates(
         liq_now,
         nf,
         k,
+        ws.array("adl_eq", (pools.n_units,)),
+        ws.array("adl_sel", (pools.size.shape[0],), np.int32),
     )
     # block (hence instrument) of every kept position, in one search
     starts = np.cumsum(pools.block_len) - pools.block_len
