@@ -6,6 +6,10 @@ the uniform grid from the per-pool closed forms. Here the book is flattened to o
 position (:func:`flatten`), summed into per-unit coefficients (:func:`unit_coefficients`), and the
 grid is evaluated by vectorized binary search over grid indices plus difference-array accumulation
 (:func:`evaluate_grid`); see the docstring of :mod:`streams.engine.stress` for the method.
+
+It also keeps the vectorized NumPy form of the per-pool closed forms (:func:`build_pools_numpy`,
+:func:`evaluate_numpy`): the oracle the compiled kernels (:mod:`streams.engine.kernels`) are
+tested against, to ~1e-12 relative (tests/unit/test_stress_kernels.py).
 """
 
 from __future__ import annotations
