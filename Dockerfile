@@ -32,14 +32,17 @@ ENV PATH=/opt/venv/bin:$PATH \
     RISKMON_METRICS__PORT=9464 \
     RISKMON_WORKER__WEB_HOST=0.0.0.0 \
     RISKMON_WORKER__WEB_PORT=6066 \
-    RISKMON_WORKER__DATA_DIR=/var/lib/riskmon/data
+    RISKMON_WORKER__DATA_DIR=/var/lib/riskmon/data \
+    NUMBA_CACHE_DIR=/var/lib/riskmon/numba-cache
 
 RUN groupadd --system --gid 10001 riskmon \
     && useradd --system --uid 10001 --gid riskmon --home-dir /var/lib/riskmon --shell /usr/sbin/nologin riskmon \
-    && mkdir -p /var/lib/riskmon/data \
+    && mkdir -p /var/lib/riskmon/data /var/lib/riskmon/numba-cache \
     && chown -R riskmon:riskmon /var/lib/riskmon
 
 COPY --from=build /opt/venv /opt/venv
+# The engine's numba kernels compile on first use (a few seconds) and cache the machine code in
+# NUMBA_CACHE_DIR: the venv is not writable by the riskmon user, so the cache lives in its home.
 
 USER 10001:10001
 WORKDIR /var/lib/riskmon
