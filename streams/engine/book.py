@@ -64,7 +64,15 @@ from streams.engine.book_columns import PositionValues as PositionValues
 from streams.engine.book_columns import _drop_aq_index as _drop_aq_index
 from streams.engine.book_columns import block_values as block_values
 from streams.engine.book_columns import position_values as position_values
-from streams.engine.book_kernels import INSTRUMENT_BITS, MAX_INSTRUMENTS, PositionIndex
+from streams.engine.book_columns import tier_pad
+from streams.engine.book_kernels import (
+    INSTRUMENT_BITS,
+    ISO_COLUMNS,
+    MAX_INSTRUMENTS,
+    BlockLists,
+    PositionIndex,
+    iso_tick,
+)
 from streams.engine.config import EngineConfig
 from streams.engine.models import ContractType, Instrument, MarginMode, RiskState
 from streams.engine.rejections import RejectedEvent, Rejection, RejectReason
@@ -98,6 +106,8 @@ class AccountBook:
         # band of each state: [lo, hi) in utilization = MM / equity (equity < 0 → negative)
         self._band_lo = np.array([0.0, down[0], down[1], down[2], -np.inf])
         self._band_hi = np.array([up[0], up[1], up[2], np.inf, 0.0])
+        self._up = up.astype(np.float64)
+        self._down = down.astype(np.float64)
         self.instruments: list[InstrumentState] = []
         self.instrument_index: dict[str, int] = {}
         self.instruments_version = 0  # bumped by every upsert_instrument (derived-table caches)
@@ -249,30 +259,48 @@ class AccountBook:
         return eq, inst.table.maintenance_margin(notional)
 
     def _iso_tick(self, inst: InstrumentState) -> IntArray:
-        """Re-evaluate the isolated pools of ``inst`` at its mark; returns the accounts whose
-        pool state changed (the caller restates them)."""
-        block = inst.iso
-        assert block is not None
-        n = block.n
-        if n == 0 or math.isnan(inst.mark):
+        """``_iso_ticks`` of one instrument."""
+        assert inst.iso is not None
+        if inst.iso.n == 0 or math.isnan(inst.mark):
             return _NO_ACCOUNTS
-        eq, mm = self.iso_pool_values(inst, block, slice(0, n))
-        ps = block.pstate[:n]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            raw = mm / eq
-        out = np.flatnonzero((raw < self._band_lo[ps]) | ~(raw < self._band_hi[ps]))
-        if out.size == 0:
+        return self._iso_ticks([inst.index])
+
+    def _iso_ticks(self, ks: list[int]) -> IntArray:
+        """Re-evaluate the isolated pools of instruments ``ks`` (distinct, marks set) at their
+        marks (compiled); returns the accounts whose pool state changed (the caller restates
+        them; an account appears once per changed pool)."""
+        insts = self.instruments
+        pad = tier_pad(self)
+        cols = self.derived_cache.get("iso_columns")
+        if not isinstance(cols, BlockLists):
+            cols = BlockLists("iso", ISO_COLUMNS)
+            self.derived_cache["iso_columns"] = cols
+        c = cols.sync(insts, ks)
+        a, old, new = iso_tick(
+            np.array(ks, dtype=np.int64),
+            np.array([insts[k].mark for k in ks], dtype=np.float64),
+            pad.inverse,
+            pad.cs,
+            pad.floors,
+            pad.mmr,
+            pad.amt,
+            self._up,
+            self._down,
+            self._band_lo,
+            self._band_hi,
+            np.array([insts[k].iso.n for k in ks], dtype=np.int64),  # type: ignore[union-attr]
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            c[6],
+        )
+        if a.size == 0:
             return _NO_ACCOUNTS
-        old = ps[out]
-        new = self.machine.next_states(utilization(mm[out], eq[out]), eq[out], old)
-        ch = new != old
-        if not ch.any():
-            return _NO_ACCOUNTS
-        slots = out[ch]
-        a = block.acct[slots]
-        block.pstate[slots] = new[ch]
-        np.add.at(self.iso_levels, (a, old[ch]), -1)
-        np.add.at(self.iso_levels, (a, new[ch]), 1)
+        np.add.at(self.iso_levels, (a, old), -1)
+        np.add.at(self.iso_levels, (a, new), 1)
         self._refresh_iso_state(a)
         return a
 
@@ -492,6 +520,7 @@ class AccountBook:
             return self._apply_marks_flat(ks, marks, ts)
         touched = np.zeros(self.n_accounts, dtype=np.bool_)
         iso_touched = np.zeros(self.n_accounts, dtype=np.bool_)
+        iso_ks: list[int] = []
         for k, mark in zip(ks.tolist(), marks.tolist(), strict=True):
             inst = self.instruments[k]
             old = inst.mark
@@ -518,7 +547,9 @@ class AccountBook:
             if block.n:
                 touched[block.acct[: block.n]] = True
             if inst.iso.n:
-                iso_touched[self._iso_tick(inst)] = True
+                iso_ks.append(k)
+        if iso_ks:
+            iso_touched[self._iso_ticks(iso_ks)] = True
         if touched.sum() * 4 < self.n_accounts:
             return self._restate(np.flatnonzero(touched | iso_touched))
         return self._restate_all(iso_touched)
@@ -537,21 +568,23 @@ class AccountBook:
         dm = np.zeros(len(self.instruments))
         crossing: list[tuple[InstrumentState, float, float]] = []
         iso_touched = np.zeros(self.n_accounts, dtype=np.bool_)
+        iso_ks: list[int] = []
         for k, mark in zip(ks.tolist(), marks.tolist(), strict=True):
             inst = self.instruments[k]
             old = inst.mark
             inst.mark_ts = ts
+            assert inst.iso is not None
+            if inst.iso.n:
+                iso_ks.append(k)
             if math.isnan(old):
                 self._revalue(inst, mark, restate=False)
-                iso_touched[self._iso_tick(inst)] = True
                 continue
             dm[k] = mark - old
             inst.mark = mark
-            assert inst.iso is not None
-            if inst.iso.n:
-                iso_touched[self._iso_tick(inst)] = True
             if not inst.inverse and not (inst.band_lo <= mark < inst.band_hi):
                 crossing.append((inst, old, mark))
+        if iso_ks:
+            iso_touched[self._iso_ticks(iso_ks)] = True
         flat = self._flat_cross()
         step = np.repeat(dm[flat.ks], flat.lens)
         n = self.n_accounts
@@ -1048,10 +1081,13 @@ def bulk_load(
         for a in account[sel].tolist():
             book.positions_of[a].add(k)
     book.resync()
+    iso_ks: list[int] = []
     for inst in book.instruments:  # isolated pools start healthy, then are evaluated once
         assert inst.iso is not None
         if inst.iso.n:
             book.iso_levels[inst.iso.acct[: inst.iso.n], 0] += 1  # distinct accounts
-            book._iso_tick(inst)
+            iso_ks.append(inst.index)
+    if iso_ks:
+        book._iso_ticks(iso_ks)
     a_all = np.arange(n_acc)
     book._restate(a_all)

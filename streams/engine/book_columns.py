@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -272,3 +272,52 @@ def _drop_aq_index(inst: InstrumentState) -> None:
     inst.aq_order = None
     inst.aq_sorted = None
     inst.unsorted_crossings = 0
+
+
+class _HasInstruments(Protocol):
+    instruments: list[InstrumentState]
+    instruments_version: int
+    derived_cache: dict[str, object]
+
+
+class TierPad:
+    """Every instrument's tier table padded to one width (per-row vectorized tier lookups)."""
+
+    __slots__ = ("amt", "cs", "floors", "imr", "inverse", "mmr", "version", "width")
+
+    def __init__(self, book: _HasInstruments) -> None:
+        insts = book.instruments
+        width = max((len(i.floors) for i in insts), default=1)
+        n = max(len(insts), 1)
+        self.version = book.instruments_version
+        self.width = width
+        self.floors = np.full((n, width + 1), np.inf)
+        self.mmr = np.zeros((n, width))
+        self.imr = np.zeros((n, width))
+        self.amt = np.zeros((n, width))
+        for i in insts:
+            w = len(i.floors)
+            self.floors[i.index, :w] = i.floors
+            self.mmr[i.index, :w] = i.mmr
+            self.imr[i.index, :w] = i.imr
+            self.amt[i.index, :w] = i.mm_amount
+        self.cs = np.array([i.contract_size for i in insts], dtype=np.float64)
+        self.inverse = np.array([i.inverse for i in insts], dtype=np.bool_)
+
+    def tier(self, k: IntArray, notional: FloatArray) -> IntArray:
+        t = (self.floors[k, : self.width] <= notional[:, None]).sum(axis=1) - 1
+        return np.maximum(t, 0)
+
+
+def tier_pad(book: _HasInstruments) -> TierPad:
+    """The book's padded tier tables, cached ON the book (never by ``id(book)``, which a new book
+    can reuse) and rebuilt when its instruments change."""
+    pad = book.derived_cache.get("tier_pad")
+    if (
+        not isinstance(pad, TierPad)
+        or pad.version != book.instruments_version
+        or pad.cs.size != len(book.instruments)
+    ):
+        pad = TierPad(book)
+        book.derived_cache["tier_pad"] = pad
+    return pad

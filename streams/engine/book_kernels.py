@@ -380,3 +380,137 @@ def typed_columns(arrays: list[FloatArray]) -> Any:
     for arr in arrays:
         out.append(arr)
     return out
+
+
+# -- ISOLATED POOLS ON A TICK ----------------------------------------------------------------------
+
+
+@_jit
+def _next_state(util: float, equity: float, prev: int, up: FloatArray, down: FloatArray) -> int:
+    """StateMachine.next_state (states.py), compiled."""
+    if equity < 0:
+        return 4
+    raw = 0
+    for t in up:
+        if t <= util:
+            raw += 1
+    if raw >= prev:
+        return raw
+    dn = 0
+    for t in down:
+        if t <= util:
+            dn += 1
+    return max(raw, min(prev, dn))
+
+
+@_jit
+def iso_tick(
+    ks: IntArray,
+    marks: FloatArray,
+    inverse: Any,
+    cs: FloatArray,
+    floors: Any,
+    mmr: Any,
+    amt: Any,
+    up: FloatArray,
+    down: FloatArray,
+    band_lo: FloatArray,
+    band_hi: FloatArray,
+    lens: IntArray,
+    col_acct: Any,
+    col_size: Any,
+    col_entry: Any,
+    col_qv: Any,
+    col_aq: Any,
+    col_margin: Any,
+    col_pstate: Any,
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Re-evaluate the isolated pools of instruments ``ks`` (``lens[j]`` pools of ``ks[j]``) at
+    ``marks[j]``: equity = isolated
+    margin + uPnL, MM by tier; pools whose MM / equity left their state's band run the state
+    machine. Returns (account, old state, new state) of the pools whose state changed (their
+    ``pstate`` is updated)."""
+    width = mmr.shape[1]
+    out_a = np.empty(lens.sum(), dtype=np.int64)
+    out_old = np.empty(out_a.size, dtype=np.int64)
+    out_new = np.empty(out_a.size, dtype=np.int64)
+    m = 0
+    for j in range(ks.size):
+        k = ks[j]
+        n = lens[j]
+        if n == 0:
+            continue
+        mark = marks[j]
+        acct = col_acct[k]
+        size = col_size[k]
+        entry = col_entry[k]
+        qv = col_qv[k]
+        aq = col_aq[k]
+        margin = col_margin[k]
+        pstate = col_pstate[k]
+        for s in range(n):
+            eq = margin[s] + qv[s] * (mark - entry[s])
+            notional = abs(size[s]) * cs[k] if inverse[k] else aq[s] * mark
+            t = 0
+            while t + 1 < width and floors[k, t + 1] <= notional:
+                t += 1
+            mm = notional * mmr[k, t] - amt[k, t]
+            ps = pstate[s]
+            raw = mm / eq
+            if raw >= band_lo[ps] and raw < band_hi[ps]:
+                continue
+            if eq > 0:
+                util = mm / eq
+            elif eq < 0 or mm > 0:
+                util = np.inf
+            else:
+                util = 0.0
+            new = _next_state(util, eq, ps, up, down)
+            if new != ps:
+                pstate[s] = new
+                out_a[m] = acct[s]
+                out_old[m] = ps
+                out_new[m] = new
+                m += 1
+    return out_a[:m], out_old[:m], out_new[:m]
+
+
+class BlockLists:
+    """Numba typed lists of one kind of block (``"cross"`` / ``"iso"``) column of every
+    instrument (the same memory), kept in step with the book: an instrument's entries are
+    replaced when its block reallocated (grew, was reloaded)."""
+
+    __slots__ = ("attr", "lists", "names", "owners")
+
+    def __init__(self, attr: str, columns: tuple[tuple[str, Any], ...]) -> None:
+        self.attr = attr
+        self.names = tuple(name for name, _ in columns)
+        self.lists: list[Any] = [TypedList.empty_list(kind) for _, kind in columns]
+        self.owners: list[object] = []  # each block's acct array when its entries were set
+
+    def sync(self, instruments: list[Any], ks: list[int] | None = None) -> list[Any]:
+        """Bring the entries of instruments ``ks`` (default: all) up to date."""
+        owners = self.owners
+        for inst in instruments[len(owners) :]:
+            blk = getattr(inst, self.attr)
+            owners.append(blk.acct)
+            for lst, name in zip(self.lists, self.names, strict=True):
+                lst.append(getattr(blk, name))
+        for k in range(len(instruments)) if ks is None else ks:
+            blk = getattr(instruments[k], self.attr)
+            if owners[k] is not blk.acct:
+                owners[k] = blk.acct
+                for lst, name in zip(self.lists, self.names, strict=True):
+                    lst[k] = getattr(blk, name)
+        return self.lists
+
+
+ISO_COLUMNS = (
+    ("acct", nb.types.int64[::1]),
+    ("size", nb.types.float64[::1]),
+    ("entry", nb.types.float64[::1]),
+    ("qv", nb.types.float64[::1]),
+    ("aq", nb.types.float64[::1]),
+    ("iso_margin", nb.types.float64[::1]),
+    ("pstate", nb.types.int8[::1]),
+)
