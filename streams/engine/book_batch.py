@@ -227,4 +227,5 @@ def warm_up() -> None:
     loaded.upsert_instrument(model)
     one = np.ones(1)
     zero = np.zeros(1, dtype=np.int64)
-    bulk_load(loaded, ["a"], one, zero, zero, one, one, np.zeros(1, dtype=np.bool_), one)
+    bulk_load(loaded, ["a"], one, zero, zero, one, one, np.ones(1, dtype=np.bool_), one)
+    loaded.apply_mark(0, 0.5, 1.0)  # the isolated pools' tick kernel
