@@ -51,6 +51,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -72,6 +73,7 @@ from streams.engine.book_kernels import (
     BlockLists,
     PositionIndex,
     iso_tick,
+    iso_worst,
 )
 from streams.engine.config import EngineConfig
 from streams.engine.models import ContractType, Instrument, MarginMode, RiskState
@@ -271,11 +273,7 @@ class AccountBook:
         them; an account appears once per changed pool)."""
         insts = self.instruments
         pad = tier_pad(self)
-        cols = self.derived_cache.get("iso_columns")
-        if not isinstance(cols, BlockLists):
-            cols = BlockLists("iso", ISO_COLUMNS)
-            self.derived_cache["iso_columns"] = cols
-        c = cols.sync(insts, ks)
+        c = self._iso_lists(ks)
         a, old, new = iso_tick(
             np.array(ks, dtype=np.int64),
             np.array([insts[k].mark for k in ks], dtype=np.float64),
@@ -303,6 +301,14 @@ class AccountBook:
         np.add.at(self.iso_levels, (a, new), 1)
         self._refresh_iso_state(a)
         return a
+
+    def _iso_lists(self, ks: list[int] | None = None) -> list[Any]:
+        """Typed lists of the isolated blocks' columns (entries of ``ks``, default all, synced)."""
+        cols = self.derived_cache.get("iso_columns")
+        if not isinstance(cols, BlockLists):
+            cols = BlockLists("iso", ISO_COLUMNS)
+            self.derived_cache["iso_columns"] = cols
+        return cols.sync(self.instruments, ks)
 
     def _refresh_iso_state(self, a: IntArray) -> None:
         held = self.iso_levels[a] > 0
@@ -344,22 +350,34 @@ class AccountBook:
         pool = np.full(n, -1, dtype=np.int64)
         if not self.iso_levels[:n].any():
             return util, pool
-        state = self.cross_state[:n].copy()
-        for inst in self.instruments:  # accounts are distinct within one block
-            block = inst.iso
-            assert block is not None
-            if block.n == 0:
-                continue
-            eq, mm = self.iso_pool_values(inst, block, slice(0, block.n))
-            u = utilization(mm, eq)
-            s = block.pstate[: block.n]
-            a = block.acct[: block.n]
-            better = (s > state[a]) | ((s == state[a]) & (u > util[a]))
-            ab = a[better]
-            state[ab] = s[better]
-            util[ab] = u[better]
-            pool[ab] = inst.index
+        self._fold_iso_pools(util, pool)
         return util, pool
+
+    def _fold_iso_pools(self, util: FloatArray, pool: IntArray) -> None:
+        """``util`` / ``pool`` (every account's, from its cross pool) -> its worst pool's."""
+        state = self.cross_state[: util.size].copy()
+        insts = self.instruments
+        pad = tier_pad(self)
+        c = self._iso_lists()
+        iso_worst(
+            np.array([i.mark for i in insts], dtype=np.float64),
+            pad.inverse,
+            pad.cs,
+            pad.floors,
+            pad.mmr,
+            pad.amt,
+            np.array([i.iso.n for i in insts], dtype=np.int64),  # type: ignore[union-attr]
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            c[6],
+            state,
+            util,
+            pool,
+        )
 
     def worst_pool(self, a: int) -> tuple[float, int]:
         """(utilization, pool) of account ``a``'s worst pool (one account; see ``worst_pools``)."""
@@ -708,8 +726,11 @@ class AccountBook:
             return cross_util
         out = cross_util.copy()
         rows = np.flatnonzero(has_iso)
-        if rows.size > 64:  # many (bulk load, a crash): one pass over every isolated block
-            out[rows] = self.worst_pools()[0][idx[rows]]
+        if rows.size > 8:  # more than a few: one compiled pass over every isolated block
+            util = np.zeros(self.n_accounts)  # only idx's entries are read back
+            util[idx] = cross_util
+            self._fold_iso_pools(util, np.full(self.n_accounts, -1, dtype=np.int64))
+            out[rows] = util[idx[rows]]
         else:
             for r in rows.tolist():
                 out[r] = self.worst_pool(int(idx[r]))[0]

@@ -229,3 +229,4 @@ def warm_up() -> None:
     zero = np.zeros(1, dtype=np.int64)
     bulk_load(loaded, ["a"], one, zero, zero, one, one, np.ones(1, dtype=np.bool_), one)
     loaded.apply_mark(0, 0.5, 1.0)  # the isolated pools' tick kernel
+    loaded.worst_pools()

@@ -514,3 +514,60 @@ ISO_COLUMNS = (
     ("iso_margin", nb.types.float64[::1]),
     ("pstate", nb.types.int8[::1]),
 )
+
+
+@_jit
+def iso_worst(
+    marks: FloatArray,
+    inverse: Any,
+    cs: FloatArray,
+    floors: Any,
+    mmr: Any,
+    amt: Any,
+    lens: IntArray,
+    col_acct: Any,
+    col_size: Any,
+    col_entry: Any,
+    col_qv: Any,
+    col_aq: Any,
+    col_margin: Any,
+    col_pstate: Any,
+    state: Any,
+    util: FloatArray,
+    pool: IntArray,
+) -> None:
+    """Fold every isolated pool into the per-account worst pool (``state``, ``util``, ``pool``
+    start as the cross pool's): a pool replaces the current one when its state is higher, or
+    equal with a higher utilization; instruments in index order (ties keep the earlier)."""
+    width = mmr.shape[1]
+    for k in range(lens.size):
+        n = lens[k]
+        if n == 0:
+            continue
+        mark = marks[k]
+        acct = col_acct[k]
+        size = col_size[k]
+        entry = col_entry[k]
+        qv = col_qv[k]
+        aq = col_aq[k]
+        margin = col_margin[k]
+        pstate = col_pstate[k]
+        for s in range(n):
+            eq = margin[s] + qv[s] * (mark - entry[s])
+            notional = abs(size[s]) * cs[k] if inverse[k] else aq[s] * mark
+            t = 0
+            while t + 1 < width and floors[k, t + 1] <= notional:
+                t += 1
+            mm = notional * mmr[k, t] - amt[k, t]
+            if eq < 0 or (eq <= 0 and mm > 0):
+                u = np.inf
+            elif eq > 0:
+                u = mm / eq
+            else:
+                u = 0.0
+            a = acct[s]
+            ps = pstate[s]
+            if ps > state[a] or (ps == state[a] and u > util[a]):
+                state[a] = ps
+                util[a] = u
+                pool[a] = k

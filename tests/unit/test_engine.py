@@ -425,3 +425,26 @@ def test_state_counts_open_only_leaves_out_flat_accounts() -> None:
     assert engine.state_counts(open_only=True) == {
         s: (1 if s is RiskState.HEALTHY else 0) for s in RiskState
     }
+
+
+def test_transition_utilization_is_the_worst_pools_for_many_accounts() -> None:
+    # 30 accounts (more than the per-account loop handles): a cross long (healthy) and an
+    # isolated long with margins 1,000 + i; BTC 20,000 → 19,050 makes every isolated pool
+    # liquidatable in one conflated batch; each transition carries that pool's utilization.
+    events: list[object] = [instrument("BTC", tiers=FLAT), instrument("ETH", tiers=FLAT)]
+    events += [tick("BTC", 20_000.0), tick("ETH", 1_000.0)]
+    for i in range(30):
+        events += [
+            balance(f"u{i}", 100_000.0),
+            position(f"u{i}", "ETH", 1.0, 1_000.0),
+            position(f"u{i}", "BTC", 1.0, 20_000.0, isolated_margin=1_000.0 + i),
+        ]
+    engine = engine_with(*events)
+    btc = engine.instrument_id("BTC")
+    transitions = engine.apply_prices_fast([btc], [19_050.0], 2.0)
+    assert len(transitions) == 30
+    for t in transitions:
+        risk = acct(engine, t.account)
+        assert t.current is RiskState.LIQUIDATABLE and risk.worst_pool == "BTC"
+        i = int(t.account[1:])
+        assert t.utilization == risk.utilization == pytest.approx(95.25 / (50.0 + i))
