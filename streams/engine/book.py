@@ -782,10 +782,9 @@ class AccountBook:
     ) -> list[Transition]:
         """Set the absolute position of (account, instrument ``k``); raises RejectedEvent."""
         a = self.account_of(account)
-        prev_seq, loc = self.index.lookup(a, k)
-        if prev_seq is not None and seq <= prev_seq:
-            raise RejectedEvent(self.position_rejection(account, k, seq, prev_seq))
-        self.index.put(a, k, seq, loc)
+        stored, loc = self.index.accept(a, k, seq)
+        if stored is not None:
+            raise RejectedEvent(self.position_rejection(account, k, seq, stored))
         self.set_position_at(a, k, size, entry, isolated, isolated_margin, loc)
         return self._restate_one(a)
 

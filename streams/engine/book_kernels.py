@@ -62,6 +62,23 @@ def _lookup(
 
 
 @_jit
+def _accept(
+    keys: IntArray, seqs: IntArray, locs: IntArray, shift: int, key: int, seq: int
+) -> tuple[int, int, int]:
+    """One update's seq check: (accepted, stored seq, loc); an accepted seq is stored."""
+    i = _find(keys, shift, key)
+    if keys[i] == key:
+        if seq <= seqs[i]:
+            return 0, seqs[i], locs[i]
+        seqs[i] = seq
+        return 1, seq, locs[i]
+    keys[i] = key
+    seqs[i] = seq
+    locs[i] = LOC_NONE
+    return 2, seq, LOC_NONE  # 2: a new key
+
+
+@_jit
 def _put(
     keys: IntArray, seqs: IntArray, locs: IntArray, shift: int, key: int, seq: int, loc: int
 ) -> int:
@@ -159,6 +176,17 @@ class PositionIndex:
         if not found:
             return None, None
         return int(seq), (None if loc == LOC_NONE else int(loc))
+
+    def accept(self, a: int, k: int, seq: int) -> tuple[int | None, int | None]:
+        """Seq check of one update: (stored seq if rejected else None, current loc or None);
+        an accepted seq is stored."""
+        self.reserve(1)
+        ok, stored, loc = _accept(self.keys, self.seqs, self.locs, self.shift, self.key(a, k), seq)
+        if ok == 0:
+            return int(stored), None
+        if ok == 2:
+            self.used += 1
+        return None, (None if loc == LOC_NONE else int(loc))
 
     def put(self, a: int, k: int, seq: int, loc: int | None) -> None:
         self.reserve(1)
