@@ -930,3 +930,31 @@ def state_counts(
             if exposed[f, a]:
                 out[f, state[a]] += 1
     return out
+
+
+@_jit
+def position_tiers(
+    instrument: IntArray,
+    notional: FloatArray,
+    linear: Any,
+    floors: FloatArray,
+    mmr: FloatArray,
+    amt: FloatArray,
+    width: int,
+) -> tuple[IntArray, FloatArray, FloatArray]:
+    """Per position: margin tier, MM and its slope d MM / d x within the tier (0 for inverse)
+    at the current notional (the scenarios' flat book; one pass, no (positions × tiers)
+    comparison matrix)."""
+    n_pos = instrument.shape[0]
+    tier = np.empty(n_pos, dtype=np.int64)
+    mm = np.empty(n_pos)
+    mslope = np.empty(n_pos)
+    for p in range(n_pos):
+        k = instrument[p]
+        n = notional[p]
+        t = _tier(floors, k, width, n, True)
+        rate = mmr[k, t]
+        tier[p] = t
+        mm[p] = n * rate - amt[k, t]
+        mslope[p] = n * rate if linear[p] else 0.0
+    return tier, mm, mslope

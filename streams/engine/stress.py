@@ -41,7 +41,7 @@ from streams.engine.book import AccountBook
 from streams.engine.book_columns import InstrumentState
 from streams.engine.config import EngineConfig
 from streams.engine.grid import evaluate
-from streams.engine.kernels import adl_top, state_counts
+from streams.engine.kernels import adl_top, position_tiers, state_counts
 from streams.engine.pools import Pools, Workspace, borrow_workspace, build_pools
 from streams.engine.tiers import FloatArray, IntArray, TierTable
 from streams.engine.venue import STATE_LABELS, AdlCandidate, FundPartial, merge_top
@@ -136,14 +136,7 @@ def flat_from_pools(
     inverse = ~pools.linear
     n_acc = pools.n_accounts
     n_cross = int(pools.unit.size - (pools.n_units - n_acc))
-    if n.size:
-        t = pad.tier(k, n)
-        rate = pad.mmr[k, t]
-        mm = n * rate - pad.amt[k, t]
-    else:
-        t = np.zeros(0, dtype=np.int64)
-        rate = mm = np.zeros(0)
-    mslope = np.where(inverse, 0.0, n * rate)
+    t, mm, mslope = position_tiers(k, n, pools.linear, pad.floors, pad.mmr, pad.amt, pad.width)
     cols = {"instrument": k, "tier": t, "notional": n, "inverse": inverse}
     h_pos, h_break, h_coef, h_dir = _hinges(insts, cols, shock_min, shock_max)
     isolated = np.zeros(n.size, dtype=np.bool_)

@@ -20,7 +20,7 @@ from streams.engine.config import EngineConfig
 from streams.engine.engine import RiskEngine
 from streams.engine.grid import evaluate
 from streams.engine.grid_reference import build_pools_numpy, evaluate_numpy
-from streams.engine.kernels import state_counts
+from streams.engine.kernels import position_tiers, state_counts
 from streams.engine.models import PositionUpdate
 from streams.engine.pools import Pools, Workspace, build_pools
 from streams.engine.stress import _adl_candidates
@@ -237,3 +237,19 @@ def test_partials_under_a_borrowed_workspace_match_fresh_buffers() -> None:
             assert a[fund].adl_long == p.adl_long
             assert a[fund].adl_short == p.adl_short
             assert a[fund].idiosyncratic_down_usd == p.idiosyncratic_down_usd
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(books)
+def test_position_tiers_match_the_padded_table_lookup(events: list[Event]) -> None:
+    book = engine_of(events).book
+    p = build_pools(book, SMIN, SMAX)
+    pad = p.pad
+    t, mm, mslope = position_tiers(
+        p.instrument, p.notional, p.linear, pad.floors, pad.mmr, pad.amt, pad.width
+    )
+    want_t = pad.tier(p.instrument, p.notional) if p.notional.size else np.zeros(0, np.int64)
+    rate = pad.mmr[p.instrument, want_t]
+    np.testing.assert_array_equal(t, want_t)
+    np.testing.assert_array_equal(mm, p.notional * rate - pad.amt[p.instrument, want_t])
+    np.testing.assert_array_equal(mslope, np.where(p.linear, p.notional * rate, 0.0))
