@@ -958,3 +958,63 @@ def position_tiers(
         mm[p] = n * rate - amt[k, t]
         mslope[p] = n * rate if linear[p] else 0.0
     return tier, mm, mslope
+
+
+@_jit
+def tier_hinges(
+    instrument: IntArray,
+    tier: IntArray,
+    notional: FloatArray,
+    linear: Any,
+    floors: FloatArray,
+    mmr: FloatArray,
+    width: int,
+    shock_min: float,
+    shock_max: float,
+) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
+    """Tier-floor hinges of linear positions whose notional crosses a floor within the shock
+    range: (position, breakpoint, coefficient, direction), in the order of
+    :func:`streams.engine.stress._hinges` (floor index, then up before down, then position)."""
+    up_max = 1.0 + shock_max
+    up_min = 1.0 + shock_min
+    n_pos = instrument.shape[0]
+    sub = np.empty(n_pos, dtype=np.int64)
+    m = 0
+    for p in range(n_pos):
+        k = instrument[p]
+        t = tier[p]
+        n = notional[p]
+        sub[m] = p
+        m += linear[p] and (floors[k, t + 1] < n * up_max or (t > 0 and floors[k, t] > n * up_min))
+    total = 0
+    for j in range(1, width):
+        for i in range(m):
+            p = sub[i]
+            fj = floors[instrument[p], j]
+            ns = notional[p]
+            total += tier[p] < j and fj < ns * up_max
+            total += tier[p] >= j and fj > ns * up_min
+    pos = np.empty(total, dtype=np.int64)
+    brk = np.empty(total)
+    coef = np.empty(total)
+    direction = np.empty(total)
+    h = 0
+    for j in range(1, width):
+        for d in (1.0, -1.0):
+            for i in range(m):
+                p = sub[i]
+                k = instrument[p]
+                fj = floors[k, j]
+                ns = notional[p]
+                hit = (
+                    (tier[p] < j and fj < ns * up_max)
+                    if d > 0
+                    else (tier[p] >= j and fj > ns * up_min)
+                )
+                if hit:
+                    pos[h] = p
+                    brk[h] = fj / ns - 1.0
+                    coef[h] = ns * (mmr[k, j] - mmr[k, j - 1])
+                    direction[h] = d
+                    h += 1
+    return pos, brk, coef, direction

@@ -41,7 +41,7 @@ from streams.engine.book import AccountBook
 from streams.engine.book_columns import InstrumentState
 from streams.engine.config import EngineConfig
 from streams.engine.grid import evaluate
-from streams.engine.kernels import adl_top, position_tiers, state_counts
+from streams.engine.kernels import adl_top, position_tiers, state_counts, tier_hinges
 from streams.engine.pools import Pools, Workspace, borrow_workspace, build_pools
 from streams.engine.tiers import FloatArray, IntArray, TierTable
 from streams.engine.venue import STATE_LABELS, AdlCandidate, FundPartial, merge_top
@@ -137,8 +137,9 @@ def flat_from_pools(
     n_acc = pools.n_accounts
     n_cross = int(pools.unit.size - (pools.n_units - n_acc))
     t, mm, mslope = position_tiers(k, n, pools.linear, pad.floors, pad.mmr, pad.amt, pad.width)
-    cols = {"instrument": k, "tier": t, "notional": n, "inverse": inverse}
-    h_pos, h_break, h_coef, h_dir = _hinges(insts, cols, shock_min, shock_max)
+    h_pos, h_break, h_coef, h_dir = tier_hinges(
+        k, t, n, pools.linear, pad.floors, pad.mmr, pad.width, shock_min, shock_max
+    )
     isolated = np.zeros(n.size, dtype=np.bool_)
     isolated[n_cross:] = True
     base = pools.base if pools.base is not None else pools.e0 - pools.upnl0

@@ -20,10 +20,10 @@ from streams.engine.config import EngineConfig
 from streams.engine.engine import RiskEngine
 from streams.engine.grid import evaluate
 from streams.engine.grid_reference import build_pools_numpy, evaluate_numpy
-from streams.engine.kernels import position_tiers, state_counts
+from streams.engine.kernels import position_tiers, state_counts, tier_hinges
 from streams.engine.models import PositionUpdate
 from streams.engine.pools import Pools, Workspace, build_pools
-from streams.engine.stress import _adl_candidates
+from streams.engine.stress import _adl_candidates, _hinges
 from streams.engine.venue import STATE_LABELS
 from tests.builders import Event, balance, position, random_venue, tick
 
@@ -253,3 +253,21 @@ def test_position_tiers_match_the_padded_table_lookup(events: list[Event]) -> No
     np.testing.assert_array_equal(t, want_t)
     np.testing.assert_array_equal(mm, p.notional * rate - pad.amt[p.instrument, want_t])
     np.testing.assert_array_equal(mslope, np.where(p.linear, p.notional * rate, 0.0))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(books, st.sampled_from([(-0.5, 0.5), (-0.9, 2.0), (-0.05, 0.05)]))
+def test_tier_hinges_match_numpy(events: list[Event], bounds: tuple[float, float]) -> None:
+    book = engine_of(events).book
+    p = build_pools(book, SMIN, SMAX)
+    pad = p.pad
+    t, _mm, _slope = position_tiers(
+        p.instrument, p.notional, p.linear, pad.floors, pad.mmr, pad.amt, pad.width
+    )
+    cols = {"instrument": p.instrument, "tier": t, "notional": p.notional, "inverse": ~p.linear}
+    want = _hinges(book.instruments, cols, *bounds)
+    got = tier_hinges(
+        p.instrument, t, p.notional, p.linear, pad.floors, pad.mmr, pad.width, *bounds
+    )
+    for g, w, name in zip(got, want, ("pos", "break", "coef", "dir"), strict=True):
+        np.testing.assert_array_equal(g, w, err_msg=name)
