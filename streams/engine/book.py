@@ -350,11 +350,12 @@ class AccountBook:
         pool = np.full(n, -1, dtype=np.int64)
         if not self.iso_levels[:n].any():
             return util, pool
-        self._fold_iso_pools(util, pool)
+        self._fold_iso_pools(util, pool, np.ones(n, dtype=np.bool_))
         return util, pool
 
-    def _fold_iso_pools(self, util: FloatArray, pool: IntArray) -> None:
-        """``util`` / ``pool`` (every account's, from its cross pool) -> its worst pool's."""
+    def _fold_iso_pools(self, util: FloatArray, pool: IntArray, want: NDArray[np.bool_]) -> None:
+        """``util`` / ``pool`` (each account's, from its cross pool) -> its worst pool's, for
+        the accounts flagged in ``want``."""
         state = self.cross_state[: util.size].copy()
         insts = self.instruments
         pad = tier_pad(self)
@@ -377,6 +378,7 @@ class AccountBook:
             state,
             util,
             pool,
+            want,
         )
 
     def worst_pool(self, a: int) -> tuple[float, int]:
@@ -727,9 +729,12 @@ class AccountBook:
         out = cross_util.copy()
         rows = np.flatnonzero(has_iso)
         if rows.size > 8:  # more than a few: one compiled pass over every isolated block
-            util = np.zeros(self.n_accounts)  # only idx's entries are read back
+            n = self.n_accounts
+            util = np.zeros(n)  # only idx's entries are computed and read back
             util[idx] = cross_util
-            self._fold_iso_pools(util, np.full(self.n_accounts, -1, dtype=np.int64))
+            want = np.zeros(n, dtype=np.bool_)
+            want[idx] = True
+            self._fold_iso_pools(util, np.full(n, -1, dtype=np.int64), want)
             out[rows] = util[idx[rows]]
         else:
             for r in rows.tolist():

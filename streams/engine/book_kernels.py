@@ -563,10 +563,12 @@ def iso_worst(
     state: Any,
     util: FloatArray,
     pool: IntArray,
+    want: Any,
 ) -> None:
-    """Fold every isolated pool into the per-account worst pool (``state``, ``util``, ``pool``
-    start as the cross pool's): a pool replaces the current one when its state is higher, or
-    equal with a higher utilization; instruments in index order (ties keep the earlier)."""
+    """Fold every isolated pool of the accounts flagged in ``want`` into their worst pool
+    (``state``, ``util``, ``pool`` start as the cross pool's): a pool replaces the current one
+    when its state is higher, or equal with a higher utilization; instruments in index order
+    (ties keep the earlier)."""
     width = mmr.shape[1]
     for k in range(lens.size):
         n = lens[k]
@@ -581,6 +583,9 @@ def iso_worst(
         margin = col_margin[k]
         pstate = col_pstate[k]
         for s in range(n):
+            a = acct[s]
+            if not want[a]:
+                continue
             eq = margin[s] + qv[s] * (mark - entry[s])
             notional = abs(size[s]) * cs[k] if inverse[k] else aq[s] * mark
             t = 0
@@ -593,7 +598,6 @@ def iso_worst(
                 u = mm / eq
             else:
                 u = 0.0
-            a = acct[s]
             ps = pstate[s]
             if ps > state[a] or (ps == state[a] and u > util[a]):
                 state[a] = ps
