@@ -59,9 +59,11 @@ lint: venv
 	exit $$rc
 
 demo: venv
+	$(VENV)/bin/riskmon warm-up
 	$(VENV)/bin/riskmon demo $(ARGS)
 
 bench: venv
+	$(VENV)/bin/riskmon warm-up
 	$(VENV)/bin/riskmon bench engine $(ARGS)
 
 clean:

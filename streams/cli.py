@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("streams.producers.simulate", "publish a synthetic venue to Kafka"),
     "top": ("streams.adapters.top", "print the live watch list from Redis"),
     "bench": ("streams.bench.cli", "benchmarks: engine, e2e"),
+    "warm-up": (
+        "streams.driver.warmup",
+        "compile the engine's kernels once (make demo/test do it)",
+    ),
 }
 
 
