@@ -111,6 +111,10 @@ class BenchResult:
     bootstrap_seconds: float | None = None
     worker_events: int | None = None
     worker_seconds: float | None = None
+    # CPU time of the worker process (all its threads) in the mixed-stream window, and events
+    # per CPU second: steadier than events_per_s on a shared machine (Linux /proc only)
+    worker_cpu_seconds: float | None = None
+    events_per_cpu_s: float | None = None
     baseline_seconds: float = 0.0
     latency_events: int | None = None
     latency_rate: float | None = None
@@ -406,6 +410,14 @@ class WorkerProcess:
                     await asyncio.sleep(1.0)
         return None
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the worker process so far (``/proc``; None elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+
     def pause(self) -> None:
         self.proc.send_signal(signal.SIGSTOP)
 
@@ -507,7 +519,7 @@ async def run_bench(cfg: BenchConfig) -> BenchResult:
 
         boot_per_s = events_per_s = ratio = p50 = p99 = None
         boot_events = worker_events = latency_events = None
-        boot_seconds = worker_seconds = None
+        boot_seconds = worker_seconds = worker_cpu_s = per_cpu_s = None
         if not cfg.skip_worker:
             worker = WorkerProcess(cfg, topics, run_id)
             say(f"worker pid {worker.proc.pid}, metrics {worker.url}")
@@ -539,11 +551,17 @@ async def run_bench(cfg: BenchConfig) -> BenchResult:
                     f"the worker was paused {paused_s:.0f}s (session timeout "
                     f"{SESSION_TIMEOUT_S:.0f}s): it may have had to rejoin its groups"
                 )
+            cpu_before = worker.cpu_seconds()
             worker.resume()
             start = (time.monotonic(), seen)
             counted, seconds, seen_all, rejected = await wait_consumed(
                 worker, int(seen) + pre.total, cfg.timeout_s, say, cfg.poll_interval_s, start
             )
+            cpu_after = worker.cpu_seconds()
+            if cpu_before is not None and cpu_after is not None:
+                worker_cpu_s = cpu_after - cpu_before
+                if worker_cpu_s > 0:
+                    per_cpu_s = counted / worker_cpu_s
             seen = seen_all - start[1]  # the mixed events
             if rejected:
                 notes.append(f"worker rejected {rejected:.0f} events")
@@ -551,7 +569,10 @@ async def run_bench(cfg: BenchConfig) -> BenchResult:
                 notes.append(f"worker counted {seen:.0f} of {pre.total} mixed events")
             worker_events, worker_seconds = counted, seconds
             events_per_s = counted / seconds if seconds > 0 else None
-            say(f"worker: {counted} events in {seconds:.2f}s = {events_per_s or 0:,.0f}/s")
+            say(
+                f"worker: {counted} events in {seconds:.2f}s = {events_per_s or 0:,.0f}/s "
+                f"({worker_cpu_s or 0:.1f} CPU s: {per_cpu_s or 0:,.0f}/CPU s)"
+            )
 
             # Latency at a fixed rate — only meaningful once the worker has caught up: with a
             # backlog left, every new event would just queue behind it.
@@ -619,6 +640,8 @@ async def run_bench(cfg: BenchConfig) -> BenchResult:
             bootstrap_seconds=boot_seconds,
             worker_events=worker_events,
             worker_seconds=worker_seconds,
+            worker_cpu_seconds=worker_cpu_s,
+            events_per_cpu_s=per_cpu_s,
             baseline_seconds=seconds,
             latency_events=latency_events,
             latency_rate=cfg.latency_rate if not cfg.skip_worker else None,

@@ -4,6 +4,7 @@ smoke run against a real broker is tests/integration/test_bench_e2e.py)."""
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 
@@ -99,3 +100,21 @@ async def test_wait_consumed_window_starts_at_the_last_poll_before_any_event(
         start=(199.5, 400.0),
     )
     assert (counted, seen) == (500, 900.0) and seconds == pytest.approx(2.5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_worker_cpu_seconds_reads_the_process_cpu_time() -> None:
+    import subprocess
+
+    from streams.bench.e2e import WorkerProcess
+
+    worker = WorkerProcess.__new__(WorkerProcess)  # only .proc is used
+    worker.proc = subprocess.Popen([sys.executable, "-c", "sum(range(50_000_000))"])
+    try:
+        first = worker.cpu_seconds()
+        worker.proc.wait(timeout=60)
+    finally:
+        worker.proc.kill()
+    assert first is not None and first >= 0
+    # gone: no /proc entry, no figure (the bench then reports none)
+    assert worker.cpu_seconds() is None
