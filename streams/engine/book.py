@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -84,6 +84,19 @@ from streams.engine.tiers import FloatArray, IntArray, TierTable
 Transition = tuple[int, int, int, float]  # account index, previous, current, utilization
 
 _NO_ACCOUNTS: IntArray = np.zeros(0, dtype=np.int64)
+_NO_FIGURES: FloatArray = np.zeros(0)  # iso_worst: worst pool's figures not wanted
+
+
+class PoolFigures(NamedTuple):
+    """Per account (dense index): its worst pool's utilization, pool (−1 = cross, else the
+    instrument index), equity and MM (USD), and its deficit (USD, Σ max(0, −pool equity))."""
+
+    utilization: FloatArray
+    pool: IntArray
+    equity_usd: FloatArray
+    mm_usd: FloatArray
+    deficit_usd: FloatArray
+
 
 SORT_AFTER_CROSSINGS = 3  # band-leaving ticks of an unchanged block before its aq index is built
 
@@ -353,9 +366,32 @@ class AccountBook:
         self._fold_iso_pools(util, pool, np.ones(n, dtype=np.bool_))
         return util, pool
 
-    def _fold_iso_pools(self, util: FloatArray, pool: IntArray, want: NDArray[np.bool_]) -> None:
+    def pool_figures(self) -> PoolFigures:
+        """Every account's worst pool (as ``worst_pools``) with that pool's equity and MM, and
+        the account's deficit: Σ max(0, −equity) over its cross pool and each isolated pool
+        (cross equity cannot cover an isolated pool's loss). One compiled pass."""
+        n = self.n_accounts
+        eq = self.equity[:n].copy()
+        mm = self.mm[:n].copy()
+        util = utilization(mm, eq)
+        pool = np.full(n, -1, dtype=np.int64)
+        deficit = np.maximum(-eq, 0.0)
+        if self.iso_levels[:n].any():
+            self._fold_iso_pools(util, pool, np.ones(n, dtype=np.bool_), eq, mm, deficit)
+        return PoolFigures(util, pool, eq, mm, deficit)
+
+    def _fold_iso_pools(
+        self,
+        util: FloatArray,
+        pool: IntArray,
+        want: NDArray[np.bool_],
+        pool_eq: FloatArray = _NO_FIGURES,
+        pool_mm: FloatArray = _NO_FIGURES,
+        deficit: FloatArray = _NO_FIGURES,
+    ) -> None:
         """``util`` / ``pool`` (each account's, from its cross pool) -> its worst pool's, for
-        the accounts flagged in ``want``."""
+        the accounts flagged in ``want``; also ``pool_eq`` / ``pool_mm`` / ``deficit`` when
+        given (see ``book_kernels.iso_worst``)."""
         state = self.cross_state[: util.size].copy()
         insts = self.instruments
         pad = tier_pad(self)
@@ -379,25 +415,37 @@ class AccountBook:
             util,
             pool,
             want,
+            pool_eq,
+            pool_mm,
+            deficit,
         )
 
     def worst_pool(self, a: int) -> tuple[float, int]:
         """(utilization, pool) of account ``a``'s worst pool (one account; see ``worst_pools``)."""
-        util = utilization_scalar(float(self.mm[a]), float(self.equity[a]))
+        util, pool, _eq, _mm, _deficit = self.pool_figures_of(a)
+        return util, pool
+
+    def pool_figures_of(self, a: int) -> tuple[float, int, float, float, float]:
+        """``pool_figures`` of one account: (utilization, pool, equity, MM, deficit)."""
+        eq = float(self.equity[a])
+        mm = float(self.mm[a])
+        util = utilization_scalar(mm, eq)
+        deficit = max(0.0, -eq)
         state = int(self.cross_state[a])
         pool = -1
         if int(self.iso_levels[a].sum()) == 0:
-            return util, pool
+            return util, pool, eq, mm, deficit
         for inst, block, slot in self.positions(a):
             if block is inst.cross:
                 continue
             v = position_values(inst, float(block.size[slot]), float(block.entry[slot]), inst.mark)
-            eq = float(block.iso_margin[slot]) + v.upnl
-            u = utilization_scalar(v.mm, eq)
+            p_eq = float(block.iso_margin[slot]) + v.upnl
+            deficit += max(0.0, -p_eq)
+            u = utilization_scalar(v.mm, p_eq)
             s = int(block.pstate[slot])
             if s > state or (s == state and u > util):
-                state, util, pool = s, u, inst.index
-        return util, pool
+                state, util, pool, eq, mm = s, u, inst.index, p_eq, v.mm
+        return util, pool, eq, mm, deficit
 
     # -- PRICES ------------------------------------------------------------------------------------
 

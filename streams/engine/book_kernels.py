@@ -564,12 +564,18 @@ def iso_worst(
     util: FloatArray,
     pool: IntArray,
     want: Any,
+    pool_eq: FloatArray,
+    pool_mm: FloatArray,
+    deficit: FloatArray,
 ) -> None:
     """Fold every isolated pool of the accounts flagged in ``want`` into their worst pool
     (``state``, ``util``, ``pool`` start as the cross pool's): a pool replaces the current one
     when its state is higher, or equal with a higher utilization; instruments in index order
-    (ties keep the earlier)."""
+    (ties keep the earlier). With ``pool_eq`` / ``pool_mm`` / ``deficit`` non-empty (starting as
+    the cross pool's equity, MM and max(0, −equity)), also the worst pool's equity and MM, and
+    adds each isolated pool's max(0, −equity) to the deficit."""
     width = mmr.shape[1]
+    figures = pool_eq.size > 0
     for k in range(lens.size):
         n = lens[k]
         if n == 0:
@@ -599,7 +605,12 @@ def iso_worst(
             else:
                 u = 0.0
             ps = pstate[s]
+            if figures and eq < 0:
+                deficit[a] -= eq
             if ps > state[a] or (ps == state[a] and u > util[a]):
                 state[a] = ps
                 util[a] = u
                 pool[a] = k
+                if figures:
+                    pool_eq[a] = eq
+                    pool_mm[a] = mm

@@ -34,6 +34,8 @@ from streams.engine.stress import compute_partials
 from streams.engine.venue import FundPartial, FundReport, combine, fund_report
 from streams.engine.volatility import EwmaVolatility, first_passage_probability
 
+UNDERWATER_KEY = 1e12  # top_at_risk: order key floor of accounts with a pool at equity ≤ 0
+
 Event = PriceTick | PositionUpdate | BalanceUpdate | FundUpdate | Instrument
 
 __all__ = [
@@ -67,7 +69,10 @@ class AccountRisk:
     utilization and ``worst_pool`` names it ("cross" or the isolated position's instrument;
     worst = highest state, then highest utilization, then cross, then the first instrument).
     The USD figures (wallet, uPnL, equity, notional, MM, IM, available margin) and
-    ``cross_utilization`` are those of the cross pool; the distances are the account's (the
+    ``cross_utilization_ratio`` are those of the cross pool; ``worst_pool_equity_usd`` /
+    ``worst_pool_mm_usd`` are the worst pool's (its ``utilization`` = their ratio), and
+    ``deficit_usd`` is the account's bad debt: Σ max(0, −equity) over all its pools (cross
+    equity cannot cover an isolated pool's loss). The distances are the account's (the
     smallest move at which ANY of its pools is liquidatable / bankrupt).
     """
 
@@ -92,7 +97,10 @@ class AccountRisk:
     distance_sigmas: float  # log distance to liquidation / (σ √horizon)
     liquidation_probability: float  # first passage within the horizon: 2 Φ(−distance_sigmas)
     worst_pool: str = "cross"  # the pool behind ``state`` / ``utilization``
-    cross_utilization: float = 0.0  # the cross pool's MM / equity
+    cross_utilization_ratio: float = 0.0  # the cross pool's MM / equity
+    worst_pool_equity_usd: float = 0.0
+    worst_pool_mm_usd: float = 0.0
+    deficit_usd: float = 0.0  # Σ max(0, −equity) over the cross pool and each isolated pool
 
 
 class RiskEngine:
@@ -320,14 +328,19 @@ class RiskEngine:
         return None if a is None else self._account_risk(a)
 
     def top_at_risk(self, n: int | None = None) -> list[AccountRisk]:
-        """The ``n`` accounts with the highest utilization (of their worst pool; worst first)."""
+        """The ``n`` accounts at most risk, worst first: those with a pool at equity ≤ 0 (a
+        deficit, or infinite utilization) first, the largest deficit first, then the highest
+        utilization of their worst pool (the watch list's order)."""
         n = self.config.top_n if n is None else n
-        util = self.book.utilization()
+        fig = self.book.pool_figures()
+        util = fig.utilization
         if util.size == 0 or n <= 0:
             return []
+        under = (fig.deficit_usd > 0) | ~np.isfinite(util) | (util < 0)
+        key = np.where(under, UNDERWATER_KEY + np.nan_to_num(fig.deficit_usd), util)
         m = min(n, util.size)
-        idx = np.argpartition(-util, m - 1)[:m] if m < util.size else np.arange(util.size)
-        order = sorted(idx.tolist(), key=lambda a: (-util[a], self.book.account_names[a]))
+        idx = np.argpartition(-key, m - 1)[:m] if m < util.size else np.arange(util.size)
+        order = sorted(idx.tolist(), key=lambda a: (-key[a], self.book.account_names[a]))
         return [self._account_risk(a) for a in order]
 
     def state_counts(self, *, open_only: bool = False) -> dict[RiskState, int]:
@@ -401,7 +414,7 @@ class RiskEngine:
         scale = sigma * math.sqrt(self.config.horizon_seconds)
         sigmas = log_dist / scale if scale > 0 else math.inf
         prob = first_passage_probability(log_dist, sigma, self.config.horizon_seconds)
-        worst_util, worst_k = b.worst_pool(a)
+        worst_util, worst_k, worst_eq, worst_mm, deficit = b.pool_figures_of(a)
         return AccountRisk(
             account=b.account_names[a],
             wallet_usd=wallet,
@@ -423,7 +436,10 @@ class RiskEngine:
             distance_sigmas=sigmas,
             liquidation_probability=prob,
             worst_pool="cross" if worst_k < 0 else b.instruments[worst_k].name,
-            cross_utilization=utilization_scalar(mm, equity),
+            cross_utilization_ratio=utilization_scalar(mm, equity),
+            worst_pool_equity_usd=worst_eq,
+            worst_pool_mm_usd=worst_mm,
+            deficit_usd=deficit,
         )
 
     # -- VENUE -------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ def Transition(
 
 def row(account: str, util: float, state: RiskState = RiskState.AT_RISK, **kw: float) -> WatchRow:
     equity = kw.pop("equity_usd", 1_000.0)
+    pool_equity = kw.pop("pool_equity", equity)
     return WatchRow(
         account=account,
         equity_usd=equity,
@@ -46,6 +47,9 @@ def row(account: str, util: float, state: RiskState = RiskState.AT_RISK, **kw: f
         distance_to_bankruptcy_ratio=kw.pop("bankruptcy", 0.2),
         liquidation_probability=kw.pop("prob", 0.1),
         ts_event=kw.pop("ts_event", 1_700_000_000.0),
+        worst_pool_equity_usd=pool_equity,
+        worst_pool_mm_usd=util * pool_equity,
+        deficit_usd=kw.pop("deficit", max(0.0, -equity)),
     )
 
 
@@ -312,6 +316,9 @@ async def test_engine_crash_published_and_recovered(store: RedisWatchList) -> No
         risk = engine.account(r["account"])
         assert risk is not None
         assert r["equity_usd"] == pytest.approx(risk.equity_usd)
+        assert r["deficit_usd"] == pytest.approx(risk.deficit_usd)
+        assert r["worst_pool_equity_usd"] == pytest.approx(risk.worst_pool_equity_usd)
+        assert r["worst_pool_mm_usd"] == pytest.approx(risk.worst_pool_mm_usd)
         assert r["distance_to_liquidation_ratio"] == pytest.approx(
             min(risk.liquidation_distance_down, risk.liquidation_distance_up)
         )
@@ -319,9 +326,9 @@ async def test_engine_crash_published_and_recovered(store: RedisWatchList) -> No
     assert utils == sorted(utils, reverse=True)
     # negative equity (utilization inf) ranks first, the largest deficit first; accounts whose
     # worst pool is a bankrupt isolated position (utilization inf, cross equity > 0) follow them
-    under = [r["equity_usd"] for r in rows if math.isinf(r["utilization_ratio"])]
-    deficits = [e for e in under if e < 0]
-    assert deficits and under[: len(deficits)] == sorted(deficits)
+    under = [r["deficit_usd"] for r in rows if math.isinf(r["utilization_ratio"])]
+    assert under and under == sorted(under, reverse=True) and under[0] > 0
+    assert rows[: len(under)] == [r for r in rows if math.isinf(r["utilization_ratio"])]
     assert rows[0]["state"] == "underwater"
     assert await store.client.xlen(store.key_transitions) >= len(watched)
 

@@ -167,7 +167,7 @@ class Replay:
                 ), (acct, got.utilization, util)
                 if math.isfinite(want["utilization"]) and want["equity"] > tol * 1e3:
                     assert math.isclose(
-                        got.cross_utilization, want["utilization"], rel_tol=1e-6, abs_tol=1e-9
+                        got.cross_utilization_ratio, want["utilization"], rel_tol=1e-6, abs_tol=1e-9
                     )
                 if distances:  # every pool's distances, the account's = the nearest pool's
                     got_d = (

@@ -168,7 +168,7 @@ def test_isolated_position_is_its_own_pool() -> None:
     )
     a = acct(engine)
     # the cross figures are untouched (equity 5,000, no cross MM) ...
-    assert a.equity_usd == 5_000.0 and a.cross_utilization == 0.0
+    assert a.equity_usd == 5_000.0 and a.cross_utilization_ratio == 0.0
     assert a.isolated_positions == 1
     # ... but the account's state is its worst pool's: the isolated pool is underwater
     assert a.state is RiskState.UNDERWATER and a.worst_pool == "BTC"
@@ -202,7 +202,7 @@ def test_isolated_only_liquidatable_account_is_liquidatable() -> None:
     assert util == pytest.approx(95.25 / 50)
     b = acct(engine, "bob")
     assert b.state is RiskState.LIQUIDATABLE and b.worst_pool == "BTC"
-    assert b.utilization == pytest.approx(1.905) and b.cross_utilization == 0.0
+    assert b.utilization == pytest.approx(1.905) and b.cross_utilization_ratio == 0.0
     assert b.equity_usd == 10_000.0  # cross figures unchanged
     assert engine.state_counts()[RiskState.LIQUIDATABLE] == 1
     assert [r.account for r in engine.top_at_risk(1)] == ["bob"]
@@ -233,7 +233,7 @@ def test_account_state_is_the_worst_of_its_pools() -> None:
     )
     c = acct(engine, "carol")
     assert c.state is RiskState.WATCH and c.worst_pool == "ETH"
-    assert c.utilization == pytest.approx(0.5) and c.cross_utilization == pytest.approx(0.1)
+    assert c.utilization == pytest.approx(0.5) and c.cross_utilization_ratio == pytest.approx(0.1)
     # BTC 19,100: cross equity 100, MM 95.5 → 0.955 → at_risk: the cross pool is now the worst
     [t] = engine.apply_price(tick("BTC", 19_100.0, ts=2.0))
     assert (t.previous, t.current) == (RiskState.WATCH, RiskState.AT_RISK)

@@ -3,11 +3,16 @@
 Per-account figures must never become Prometheus labels (unbounded, churning cardinality), so they
 live here instead, bounded and rebuildable:
 
-``<prefix>:watch:utilization``  sorted set, account -> margin utilization (MM / equity)
+``<prefix>:watch:utilization``  sorted set, account -> margin utilization (MM / equity) of its
+                                worst pool; an account with a pool at equity ≤ 0 scores
+                                1e12 + deficit_usd (above every finite utilization)
 ``<prefix>:watch:distance``     sorted set, account -> distance to liquidation (fraction of mark)
-``<prefix>:account:<id>``       hash per watched account: equity_usd, mm_usd, utilization_ratio,
-                                state, distance_to_liquidation_ratio, distance_to_bankruptcy_ratio,
-                                liquidation_probability, ts_event, worker (TTL = safety net)
+``<prefix>:account:<id>``       hash per watched account: equity_usd, mm_usd (cross pool),
+                                utilization_ratio, state, distance_to_liquidation_ratio,
+                                distance_to_bankruptcy_ratio, liquidation_probability, ts_event,
+                                worst_pool_equity_usd, worst_pool_mm_usd (utilization_ratio =
+                                their ratio), deficit_usd (Σ max(0, −equity) over the cross pool
+                                and each isolated pool), worker (TTL = safety net)
 ``<prefix>:transitions``        stream of risk-state transitions (XADD MAXLEN ~ N)
 ``<prefix>:epoch``              marker written when the watch list is (re)built; if it disappears
                                 (FLUSHDB, failover to an empty replica) every worker republishes

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.adapters.redis_store.rows import WatchRow, parse_state
+from streams.adapters.redis_store.rows import UNDERWATER_SCORE, WatchRow, parse_state
 from streams.engine.models import RiskState
 
 
@@ -23,8 +23,9 @@ def _rows_full(engine: Any, n: int, ts: float) -> list[WatchRow]:
         return []
     # States follow utilization up to hysteresis: take a little more and filter by state.
     risks = engine.top_at_risk(min(n, watched + max(16, watched // 10)))
-    rows = [WatchRow.from_risk(r, ts) for r in risks]
-    return [r for r in rows if r.watched][:n]
+    rows = [WatchRow.from_risk(r, ts) for r in risks if parse_state(r.state) >= RiskState.WATCH]
+    rows.sort(key=WatchRow.utilization_score, reverse=True)  # deficits first (stable)
+    return rows[:n]
 
 
 class EngineWatchRows:
@@ -71,40 +72,46 @@ class EngineWatchRows:
             return True
         return abs(a - b) > self.tolerance * max(abs(a), abs(b), 1e-9)
 
-    def _columns(self) -> tuple[list[str], Any, Any, Any, Any] | None:
-        """(names, state, utilization, equity, MM) per account from the engine's book, or None
-        when the book does not have that shape (then the public ``top_at_risk`` path is used)."""
+    def _columns(self) -> tuple[list[str], Any, Any] | None:
+        """(names, state, ``PoolFigures``) per account from the engine's book (worst pool's
+        utilization / equity / MM, deficit), or None when the book does not have that shape
+        (then the public ``top_at_risk`` path is used)."""
         book = getattr(self.engine, "book", None)
         try:
             count = int(book.n_accounts)  # type: ignore[union-attr]
-            cols = []
-            for name in ("state", "utilization", "equity", "mm"):
-                col = getattr(book, name)
-                col = np.asarray(col() if callable(col) else col)[:count]
-                if col.shape != (count,):
-                    return None
-                cols.append(col)
+            states = np.asarray(book.state)[:count]  # type: ignore[union-attr]
+            figures = book.pool_figures()  # type: ignore[union-attr]
             names = book.account_names  # type: ignore[union-attr]
-            if len(names) < count:
+            if states.shape != (count,) or len(names) < count:
+                return None
+            if any(np.shape(col) != (count,) for col in figures):
                 return None
         except (AttributeError, TypeError, ValueError):
             return None
-        return names, cols[0], cols[1], cols[2], cols[3]
+        return names, states, figures
 
     def __call__(self, ts_event: float | None = None) -> list[WatchRow]:
         ts = time.time() if ts_event is None else ts_event
         columns = self._columns()
         if columns is None:
             return _rows_full(self.engine, self.n, ts)
-        names, states, util, equity, mm = columns
+        names, states, figures = columns
+        util, deficit = figures.utilization, figures.deficit_usd
         idx = np.flatnonzero(states >= int(RiskState.WATCH))
         if idx.size == 0 or self.n <= 0:
             self._rows.clear()
             self._basis.clear()
             return []
+        # worst first, as the utilization set's score: a pool at equity ≤ 0 (deficit or
+        # non-finite utilization) above every finite utilization, largest deficit first
+        watched_util = util[idx]
+        under = (deficit[idx] > 0) | ~np.isfinite(watched_util) | (watched_util < 0)
+        key = np.where(under, UNDERWATER_SCORE + np.nan_to_num(deficit[idx]), watched_util)
         if idx.size > self.n:
-            idx = idx[np.argpartition(-util[idx], self.n - 1)[: self.n]]
-        idx = idx[np.argsort(-util[idx], kind="stable")]
+            keep = np.argpartition(-key, self.n - 1)[: self.n]
+            idx, key = idx[keep], key[keep]
+        idx = idx[np.argsort(-key, kind="stable")]
+        equity, mm = self.engine.book.equity, self.engine.book.mm
         rows: dict[str, WatchRow] = {}
         stale: list[tuple[int, float, int]] = []  # (priority, -util, account index)
         for a in idx.tolist():
@@ -125,6 +132,9 @@ class EngineWatchRows:
                 utilization_ratio=u,
                 state=state,
                 ts_event=ts,
+                worst_pool_equity_usd=float(figures.equity_usd[a]),
+                worst_pool_mm_usd=float(figures.mm_usd[a]),
+                deficit_usd=float(deficit[a]),
             )
         stale.sort()
         deadline = time.perf_counter() + self.budget_s

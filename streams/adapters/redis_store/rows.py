@@ -24,10 +24,13 @@ HASH_FIELDS = (
     "distance_to_bankruptcy_ratio",
     "liquidation_probability",
     "ts_event",
+    "worst_pool_equity_usd",
+    "worst_pool_mm_usd",
+    "deficit_usd",
     "worker",
 )
 FLOAT_FIELDS = frozenset(HASH_FIELDS) - {"state", "worker"}
-UNDERWATER_SCORE = 1e12  # utilization-set score floor of accounts with equity ≤ 0
+UNDERWATER_SCORE = 1e12  # utilization-set score floor of accounts with a pool at equity ≤ 0
 
 
 def parse_state(value: Any) -> RiskState:
@@ -68,7 +71,12 @@ def _distance(risk: Any, what: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class WatchRow:
-    """One account as the watch list shows it (USD, ratios as fractions, Unix seconds)."""
+    """One account as the watch list shows it (USD, ratios as fractions, Unix seconds).
+
+    ``equity_usd`` / ``mm_usd`` are the cross pool's; ``utilization_ratio`` is the worst pool's
+    = ``worst_pool_mm_usd / worst_pool_equity_usd``; ``deficit_usd`` is the account's bad debt
+    (Σ max(0, −equity) over its cross pool and each isolated pool).
+    """
 
     account: str
     equity_usd: float
@@ -79,6 +87,9 @@ class WatchRow:
     distance_to_bankruptcy_ratio: float
     liquidation_probability: float = float("nan")
     ts_event: float = 0.0
+    worst_pool_equity_usd: float = float("nan")
+    worst_pool_mm_usd: float = float("nan")
+    deficit_usd: float = 0.0
 
     @classmethod
     def from_risk(cls, risk: Any, ts_event: float | None = None) -> WatchRow:
@@ -99,20 +110,29 @@ class WatchRow:
             ts_event=_num(
                 first_field(risk, "ts_event", default=time.time() if ts_event is None else ts_event)
             ),
+            worst_pool_equity_usd=_num(first_field(risk, "worst_pool_equity_usd")),
+            worst_pool_mm_usd=_num(first_field(risk, "worst_pool_mm_usd")),
+            deficit_usd=_num(first_field(risk, "deficit_usd", default=0.0)),
         )
 
     @property
     def watched(self) -> bool:
         return self.state >= RiskState.WATCH
 
-    def utilization_score(self) -> float:
-        """Sort key of the utilization set. Zero or negative equity (utilization +inf) ranks above
-        every finite utilization, the largest deficit first: ``1e12 + ln(1 + deficit)``."""
+    @property
+    def underwater(self) -> bool:
+        """A pool at equity ≤ 0 (a deficit, or the worst pool's utilization not finite ≥ 0)."""
         u = self.utilization_ratio
-        if self.equity_usd <= 0 or math.isnan(u) or u < 0 or math.isinf(u):
-            deficit = -self.equity_usd if math.isfinite(self.equity_usd) else 0.0
-            return UNDERWATER_SCORE + math.log1p(max(0.0, deficit))
-        return min(u, UNDERWATER_SCORE)
+        return self.deficit_usd > 0 or math.isnan(u) or u < 0 or math.isinf(u)
+
+    def utilization_score(self) -> float:
+        """Sort key of the utilization set (the worst pool's utilization). An account with a
+        pool at equity ≤ 0 ranks above every finite utilization, the largest deficit first:
+        ``1e12 + deficit_usd`` (linear: a double keeps sub-cent steps up to ~1e12 USD)."""
+        if self.underwater:
+            d = self.deficit_usd
+            return UNDERWATER_SCORE + (d if math.isfinite(d) and d > 0 else 0.0)
+        return min(self.utilization_ratio, UNDERWATER_SCORE)
 
     def distance_score(self) -> float:
         """Sort key for the distance set (ascending = closest to liquidation first)."""

@@ -61,6 +61,9 @@ class WatchListSink:
             (old.utilization_score(), new.utilization_score()),
             (old.equity_usd, new.equity_usd),
             (old.mm_usd, new.mm_usd),
+            (old.worst_pool_equity_usd, new.worst_pool_equity_usd),
+            (old.worst_pool_mm_usd, new.worst_pool_mm_usd),
+            (old.deficit_usd, new.deficit_usd),  # its score step is lost next to 1e12
             (old.distance_to_liquidation_ratio, new.distance_to_liquidation_ratio),
             (old.distance_to_bankruptcy_ratio, new.distance_to_bankruptcy_ratio),
             (old.liquidation_probability, new.liquidation_probability),
