@@ -29,6 +29,8 @@ Design (README "Running workers" states the guarantees):
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from typing import Any
 
 import faust
@@ -77,6 +79,45 @@ class _ConsumerThread(_faust_aiokafka.AIOKafkaConsumerThread):
 class _Consumer(_faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
+        """faust's drain loop hands EVERY message to the conductor as
+        ``wait_first(callback(message), self.suspend_flow.wait())``: four tasks and an
+        ``asyncio.wait`` per message, so it can abandon a callback blocked on a full channel
+        queue when a rebalance suspends the flow. While the flow runs, the callback is awaited
+        inline instead (it only blocks on a full queue); a queue put cancelled by a rebalance's
+        queue clearing ends it like ``wait_first`` would. Everything else: faust's."""
+        if (
+            len(coros) == 2
+            and timeout is None
+            and _is_wait_of(coros[1], self.suspend_flow)
+            and not self.suspend_flow.is_set()
+            and not self._stopped.is_set()
+            and not self._crashed.is_set()
+            and inspect.iscoroutine(coros[0])
+        ):
+            coros[1].close()  # never awaited: nothing to clean up
+            try:
+                await coros[0]
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # the drain itself is being cancelled
+            return None  # (the drain loop ignores the result)
+        return await super().wait_first(*coros, timeout=timeout)
+
+
+def _is_wait_of(coro: Any, event: Any) -> bool:
+    """True if ``coro`` is a not yet started ``event.wait()``."""
+    frame = getattr(coro, "cr_frame", None)
+    return (
+        frame is not None
+        and getattr(coro, "cr_code", None) is _EVENT_WAIT_CODE
+        and frame.f_locals.get("self") is event
+    )
+
+
+_EVENT_WAIT_CODE = asyncio.Event.wait.__code__  # faust's Consumer.suspend_flow
 
 
 # The transport class faust picks for kafka:// (this process runs only this app).
