@@ -107,7 +107,7 @@ class PositionUpdate(Frozen):
     size: Finite  # signed contracts: > 0 long, < 0 short
     entry_price: PositiveFinite
     margin_mode: MarginMode = MarginMode.CROSS
-    isolated_margin: NonNegativeFinite = 0.0  # USD, isolated mode only
+    isolated_margin: NonNegativeFinite = 0.0  # USD, isolated mode only (> 0 when open)
     seq: Annotated[int, Field(ge=0)]
     ts_event: NonNegativeFinite
 
@@ -115,6 +115,9 @@ class PositionUpdate(Frozen):
     def _isolated_margin_only_when_isolated(self) -> PositionUpdate:
         if self.margin_mode is MarginMode.CROSS and self.isolated_margin != 0:
             raise ValueError("isolated_margin is only valid with margin_mode='isolated'")
+        # an open isolated pool without margin would be liquidatable on arrival (and page)
+        if self.margin_mode is MarginMode.ISOLATED and self.size != 0 and self.isolated_margin <= 0:
+            raise ValueError("isolated_margin must be > 0 for an open isolated position")
         return self
 
 

@@ -139,6 +139,18 @@ def test_out_of_range(kind: EventKind, changes: dict[str, Any]) -> None:
     assert reason_of(kind, with_field(kind, **changes)) is RejectReason.OUT_OF_RANGE
 
 
+@pytest.mark.parametrize("margin", [{"isolated_margin": 0.0}, {}])  # zero, or left out
+def test_open_isolated_position_needs_margin(margin: dict[str, Any]) -> None:
+    body = {k: v for k, v in example(POSITION).items() if k != "isolated_margin"}
+    raw = dumps({**body, "margin_mode": "isolated", **margin})
+    result = parse_event(POSITION, raw)
+    assert isinstance(result, Rejection) and result.reason is RejectReason.OUT_OF_RANGE
+    assert "isolated_margin must be > 0" in result.detail
+    # closing an isolated position needs no margin
+    closed = parse_event(POSITION, dumps({**body, "margin_mode": "isolated", "size": 0, **margin}))
+    assert isinstance(closed, PositionUpdate) and closed.isolated_margin == 0.0
+
+
 def test_out_of_range_for_unordered_tiers() -> None:
     body = example(EventKind.INSTRUMENT)
     body["tiers"] = list(reversed(body["tiers"]))
