@@ -405,14 +405,14 @@ class RiskEngine:
                 if total > 0
                 else max(vols)
             )
-        else:
-            liq_dn = liq_up = bk_dn = bk_up = math.inf
+        else:  # the cross pool alone: a wallet in debt is underwater already (as shock_distance)
+            liq_dn = liq_up = bk_dn = bk_up = 0.0 if wallet < 0 else math.inf
             sigma = 0.0
         log_down = -math.log1p(-liq_dn) if liq_dn < 1 else math.inf
         log_up = math.log1p(liq_up) if math.isfinite(liq_up) else math.inf
         log_dist = min(log_down, log_up)
         scale = sigma * math.sqrt(self.config.horizon_seconds)
-        sigmas = log_dist / scale if scale > 0 else math.inf
+        sigmas = log_dist / scale if scale > 0 else (0.0 if log_dist == 0 else math.inf)
         prob = first_passage_probability(log_dist, sigma, self.config.horizon_seconds)
         worst_util, worst_k, worst_eq, worst_mm, deficit = b.pool_figures_of(a)
         return AccountRisk(

@@ -610,7 +610,9 @@ def shock_distance(
     ``wallet_usd`` (the cross wallet); each position flagged ``isolated`` is its own pool backed
     by ``isolated_margin_usd[i]`` and can lose only that. The account is liquidatable (bankrupt)
     as soon as any of its pools is: MM(s) ≥ equity(s) (equity(s) ≤ 0). Flat positions and empty
-    pools are ignored.
+    isolated pools are ignored. The cross pool exists with or without cross positions (as in the
+    state machine): without any, its equity is the wallet at every move and its MM 0, so it is
+    liquidatable and bankrupt at every move (distances 0) when the wallet is < 0, else never.
 
     Equity is linear in s (inverse PnL in USD at mark is too); MM is piecewise linear with
     breakpoints where a linear position's notional crosses a tier floor, so the crossing is
@@ -634,6 +636,8 @@ def shock_distance(
     cross = np.flatnonzero(open_ & ~iso)
     if cross.size:
         pools.append((wallet_usd, cross))
+    elif wallet_usd < 0:  # an empty cross pool in debt (utilization inf: underwater already)
+        return ShockDistance(0.0, 0.0, 0.0, 0.0)
     pools.extend((float(iso_margin[i]), np.array([i])) for i in np.flatnonzero(open_ & iso))
     best = [math.inf] * 4
     for pool_wallet, idx in pools:

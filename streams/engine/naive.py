@@ -218,7 +218,10 @@ class NaiveBook:
     def shock_distances(self, account: str) -> tuple[float, float, float, float]:
         """(liq_down, liq_up, bankrupt_down, bankrupt_up) of one account by bisection: the
         smallest uniform move (every mark × (1 ± s); down at most 1) at which ANY of its pools
-        with an open position has MM ≥ equity (equity ≤ 0); 0 = already, inf = never."""
+        is liquidatable (utilization MM / equity ≥ the liquidatable threshold) / bankrupt
+        (utilization infinite: equity < 0, or ≤ 0 with margin to keep); 0 = already, inf =
+        never. The pools are the state machine's: the cross pool (with or without cross
+        positions) and each isolated position."""
         cross: list[tuple[str, NaivePosition]] = []
         pools: list[tuple[float, list[tuple[str, NaivePosition]]]] = []
         for (acct, instrument), pos in sorted(self.positions.items()):
@@ -228,28 +231,31 @@ class NaiveBook:
                 pools.append((pos.isolated_margin, [(instrument, pos)]))
             else:
                 cross.append((instrument, pos))
-        if cross:
-            pools.append((self.wallets.get(account, 0.0), cross))
+        pools.append((self.wallets.get(account, 0.0), cross))
+        limit = self.config.liquidatable_utilization
         best = [math.inf] * 4
         for wallet, members in pools:
 
-            def surplus(
+            def healthy(
                 s: float,
-                margin: bool,
+                liquidation: bool,
                 m: list[tuple[str, NaivePosition]] = members,
                 w: float = wallet,
             ) -> float:
+                """> 0 while the pool is not liquidatable (not bankrupt) at move ``s``."""
                 eq = w
                 mm = 0.0
                 for name, p in m:
                     u, _n, mmp, _i, _c, _sl = self.position_figures(name, p, s)
                     eq += u
                     mm += mmp
-                return eq - mm if margin else eq
+                util = _utilization(mm, eq)
+                ok = util < limit if liquidation else math.isfinite(util)
+                return 1.0 if ok else -1.0
 
-            for j, margin in enumerate((True, True, False, False)):
+            for j, liquidation in enumerate((True, True, False, False)):
                 sign = -1.0 if j % 2 == 0 else 1.0
-                found = _first_bad(partial(_scaled, surplus, sign, margin), j % 2 == 1)
+                found = _first_bad(partial(_scaled, healthy, sign, liquidation), j % 2 == 1)
                 best[j] = min(best[j], found)
         return best[0], best[1], best[2], best[3]
 

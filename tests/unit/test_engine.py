@@ -9,6 +9,7 @@ import pytest
 from streams.engine.config import EngineConfig, Scenario
 from streams.engine.engine import AccountRisk, Applied, RiskEngine
 from streams.engine.models import RiskState
+from streams.engine.naive import NaiveBook
 from streams.engine.rejections import RejectedEvent, Rejection, RejectReason
 from tests.builders import (
     Event,
@@ -175,6 +176,48 @@ def test_isolated_position_is_its_own_pool() -> None:
     assert a.utilization == math.inf
     assert a.liquidation_distance_down == 0.0  # the isolated pool is already liquidatable
     assert engine.venue()["main"].bad_debt_usd == pytest.approx(900.0)
+
+
+@pytest.mark.parametrize("with_isolated", [True, False])
+def test_underwater_cross_pool_is_at_distance_zero(with_isolated: bool) -> None:
+    # dave: cross wallet −500 (no cross position: the cross pool is underwater) and maybe a
+    # healthy isolated long 1 BTC @ 20,000 with 2,000 margin (MM 100 → 0.05)
+    events: list[object] = [
+        instrument("BTC", tiers=FLAT),
+        tick("BTC", 20_000.0),
+        balance("dave", -500.0),
+    ]
+    if with_isolated:
+        events.append(position("dave", "BTC", 1.0, 20_000.0, isolated_margin=2_000.0))
+    engine = engine_with(*events)
+    d = acct(engine, "dave")
+    assert d.state is RiskState.UNDERWATER and d.worst_pool == "cross"
+    assert d.deficit_usd == 500.0
+    distances = (
+        d.liquidation_distance_down,
+        d.liquidation_distance_up,
+        d.bankruptcy_distance_down,
+        d.bankruptcy_distance_up,
+    )
+    assert distances == (0.0, 0.0, 0.0, 0.0)
+    assert d.distance_sigmas == 0.0 and d.liquidation_probability == 1.0
+    # the naive oracle (bisection over every pool, the cross pool included) agrees
+    naive = NaiveBook()
+    naive.upsert_instrument(instrument("BTC", tiers=FLAT))
+    naive.apply_price("BTC", 20_000.0)
+    naive.apply_balance("dave", -500.0, 1)
+    if with_isolated:
+        naive.apply_position("dave", "BTC", 1.0, 20_000.0, True, 2_000.0, 1)
+    assert naive.shock_distances("dave") == distances
+    # a wallet of exactly 0 is not in debt: only the isolated pool can get liquidated
+    naive.apply_balance("dave", 0.0, 2)
+    engine.apply_balance(balance("dave", 0.0, seq=2))
+    d = acct(engine, "dave")
+    assert d.state is RiskState.HEALTHY and d.liquidation_distance_up == math.inf
+    # isolated pool at mark 20,000 (1 − s): equity 2,000 − 20,000 s = MM 100 (1 − s)
+    want_down = 1_900.0 / 19_900.0 if with_isolated else math.inf
+    assert d.liquidation_distance_down == pytest.approx(want_down)
+    assert naive.shock_distances("dave")[0] == pytest.approx(d.liquidation_distance_down)
 
 
 def test_isolated_only_liquidatable_account_is_liquidatable() -> None:

@@ -337,6 +337,12 @@ class Account:
             )
             surplus.append(eq - mm)
             equity.append(eq)
+        if not (self.size[~self.isolated] != 0).any():
+            # the cross pool without positions: equity = wallet and MM = 0 at every move;
+            # liquidatable / bankrupt iff in debt (utilization 0 when flat, inf when < 0)
+            flag = np.full(shocks.shape, self.wallet if self.wallet < 0 else 1.0)
+            surplus.append(flag)
+            equity.append(flag)
         return np.array(surplus), np.array(equity)
 
 
