@@ -12,7 +12,14 @@ from enum import IntEnum, StrEnum
 from itertools import pairwise
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 
 def _finite(value: float) -> float:
@@ -25,6 +32,7 @@ Finite = Annotated[float, AfterValidator(_finite)]
 PositiveFinite = Annotated[float, Field(gt=0), AfterValidator(_finite)]
 NonNegativeFinite = Annotated[float, Field(ge=0), AfterValidator(_finite)]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
+MIN_FEE_RATIO = 1e-9  # smallest non-zero liquidation fee ratio an instrument may have
 
 
 class Frozen(BaseModel):
@@ -71,12 +79,21 @@ class Instrument(Frozen):
     # Linear: base-currency units per contract. Inverse: USD face value per contract.
     contract_size: PositiveFinite = 1.0
     tiers: tuple[MarginTier, ...] = Field(min_length=1)
+    # 0 or ≥ MIN_FEE_RATIO: a fee below a billionth is a unit error, and its products with
+    # small notionals fall into denormals (cost per dollar no longer representable)
     liquidation_fee_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.005
     # Square-root impact of a forced close:
     # slippage_ratio = impact_coef × sqrt(notional / depth_usd).
     depth_usd: PositiveFinite = 10_000_000.0
     impact_coef: NonNegativeFinite = 0.5
     fund: Name = "main"
+
+    @field_validator("liquidation_fee_ratio")
+    @classmethod
+    def _fee_zero_or_meaningful(cls, fee: float) -> float:
+        if 0 < fee < MIN_FEE_RATIO:
+            raise ValueError(f"liquidation_fee_ratio must be 0 or ≥ {MIN_FEE_RATIO:g}")
+        return fee
 
     @model_validator(mode="after")
     def _tiers_ordered(self) -> Instrument:

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from streams.engine import adl, margin
-from streams.engine.models import ContractType, MarginTier
+from streams.engine.models import MIN_FEE_RATIO, ContractType, MarginTier
 from streams.engine.tiers import TierTable
 
 LINEAR, INVERSE = ContractType.LINEAR, ContractType.INVERSE
@@ -513,7 +513,16 @@ def test_vectorized_prices_match_scalar(
                 assert vector == pytest.approx(scalar, rel=1e-9)
 
 
-@given(finite(0.0, 1e9), finite(1e-3, 1e9), finite(0.0, 0.05), finite(0.0, 2.0), finite(1e3, 1e9))
+# Costs that fall into denormals (< 2.2e-308 USD) have no relative precision: a 2e-161 fee on a
+# 2e-161 notional costs 4.3e-322, 0.4 % more per dollar than the fee. So the fee ratio comes
+# from the domain an Instrument accepts (0 or ≥ MIN_FEE_RATIO) and the notional is 0 or at
+# least 1e-250 USD (no position is smaller; fee × notional then stays a normal float).
+fee_ratios = st.just(0.0) | finite(MIN_FEE_RATIO, 0.05)
+small_notionals = st.just(0.0) | finite(1e-250, 1e9)
+
+
+@given(small_notionals, finite(1e-3, 1e9), fee_ratios, finite(0.0, 2.0), finite(1e3, 1e9))
+@example(2.0694380251275557e-161, 1.0, 1e-9, 0.0, 1e3)  # the denormal case, at a valid fee
 def test_liquidation_cost_is_fee_plus_increasing_impact(
     n1: float, n2: float, fee: float, impact: float, depth: float
 ) -> None:

@@ -131,6 +131,7 @@ def test_non_positive_price(kind: EventKind, field: str, value: float) -> None:
         (POSITION, {"isolated_margin": -5.0}),
         (POSITION, {"margin_mode": "cross", "isolated_margin": 10.0}),  # cross-field constraint
         (EventKind.INSTRUMENT, {"liquidation_fee_ratio": 1.5}),
+        (EventKind.INSTRUMENT, {"liquidation_fee_ratio": 2e-161}),  # 0 or ≥ 1e-9
         (EventKind.INSTRUMENT, {"depth_usd": 0}),
         (EventKind.INSTRUMENT, {"contract_size": -1}),
     ],
