@@ -14,6 +14,7 @@ there). The transitions emitted replay to the final states.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -426,16 +427,15 @@ balance_rows = st.tuples(
 @given(st.lists(balance_rows, min_size=1, max_size=40), st.integers(1, 10))
 def test_balance_batch_equals_sequential(rows: list[tuple[Any, ...]], batch: int) -> None:
     """apply_balances_fast (per batch) == apply_balance_fast row by row (wallets, sums,
-    rejections); each side's transitions replay to its states."""
+    rejections), and each side's states == the naive state machine stepped as that side
+    evaluates them (after every row / once per batch); transitions replay to the states."""
     replays = [Replay(EngineConfig()) for _ in range(2)]
     for r in replays:
         for i, acct in enumerate(ACCOUNTS):
-            r.engine.apply_balance_fast(acct, 1_000.0 * (i + 1), 1, 0.0)
-            r.engine.apply_position_fast(
-                acct, "BTC", 0.2 * (i + 1), BASE["BTC"], False, 0.0, 1, 0.0
-            )
-            r.engine.apply_position_fast(acct, "ETH", -1.0, BASE["ETH"], i % 2 == 0, 100.0, 1, 0.0)
-        r.engine.apply_price_fast("BTC", BASE["BTC"] * 0.9, 0.5)
+            r.run(("balance", acct, 1_000.0 * (i + 1), 1))
+            r.run(("position", acct, "BTC", 0.2 * (i + 1), 1.0, False, 0.0, 1))
+            r.run(("position", acct, "ETH", -1.0, 1.0, i % 2 == 0, 100.0, 1))
+        r.run(("price", "BTC", 0.9))
     seqs: dict[str, int] = {}
     table = []
     for acct, wallet, dseq in rows:
@@ -443,31 +443,35 @@ def test_balance_batch_equals_sequential(rows: list[tuple[Any, ...]], batch: int
         seqs[acct] = max(seqs.get(acct, 1), seq)
         table.append((acct, wallet, seq))
     one, batched = replays
+
+    def naive_rows(r: Replay, chunk: list[tuple[str, float, int]]) -> None:
+        for acct, wallet, seq in chunk:
+            with contextlib.suppress(RejectedEvent):
+                r.naive.apply_balance(acct, wallet, seq)
+
     want_rejected = []
     for i, (acct, wallet, seq) in enumerate(table):
         try:
             one.record(one.engine.apply_balance_fast(acct, wallet, seq, 1.0))
         except RejectedEvent as exc:
             want_rejected.append((i, exc.reason))
+        naive_rows(one, [(acct, wallet, seq)])
+        one._step_states()
     got_rejected = []
     for start in range(0, len(table), batch):
-        c_a, c_w, c_s = (list(c) for c in zip(*table[start : start + batch], strict=True))
+        chunk = table[start : start + batch]
+        c_a, c_w, c_s = (list(c) for c in zip(*chunk, strict=True))
         tr, rej = batched.engine.apply_balances_fast(c_a, c_w, c_s, 1.0)
         batched.record(tr)
         got_rejected += [(start + i, r.reason) for i, r in rej]
+        naive_rows(batched, chunk)
+        batched._step_states()  # one state evaluation per batch, as the engine
     assert got_rejected == want_rejected
     assert list(one.engine.accounts) == list(batched.engine.accounts)
     for acct in one.engine.accounts:
         a, b = one.engine.account(acct), batched.engine.account(acct)
         assert a is not None and b is not None
-        # (states may differ: one at a time, hysteresis sees the intermediate wallets)
         assert a.wallet_usd == b.wallet_usd
         assert abs(a.equity_usd - b.equity_usd) <= 1e-9 * (1.0 + a.notional_usd + abs(a.wallet_usd))
     for r in replays:
-        last: dict[str, RiskState] = {}
-        for acct, prev, cur in r.transitions:
-            assert prev == last.get(acct, RiskState.HEALTHY) and cur != prev
-            last[acct] = cur
-        for acct in r.engine.accounts:
-            got = r.engine.account(acct)
-            assert got is not None and last.get(acct, RiskState.HEALTHY) == got.state
+        r.check()  # sums, states (per the naive machine), transitions replay to the states
