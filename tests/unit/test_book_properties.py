@@ -66,6 +66,16 @@ balances = st.tuples(
 events = st.lists(st.one_of(prices, positions, positions, balances), min_size=10, max_size=80)
 
 
+# an isolated pool changed in place keeps its hysteresis: BTC 0.1 @ 20,000 (MM 8) with margin 9
+# (8 / 9 = 0.89: at_risk), then margin 10.4 (0.77: inside 0.75..0.8, so still at_risk)
+HYSTERESIS_IN_PLACE = [
+    ("price", "BTC", 1.0),
+    ("balance", "a0", 1_000.0, 1),
+    ("position", "a0", "BTC", 0.1, 1.0, True, 9.0, 1),
+    ("position", "a0", "BTC", 0.1, 1.0, True, 10.4, 1),
+]
+
+
 class Replay:
     """Feeds one op list to the engine and the naive book, tracking the naive state machine."""
 
@@ -200,6 +210,7 @@ class Replay:
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events)
+@example(HYSTERESIS_IN_PLACE)
 def test_incremental_book_equals_recompute(ops: list[tuple[Any, ...]]) -> None:
     replay = Replay(EngineConfig())
     for op in ops:
@@ -263,6 +274,7 @@ def test_conflated_batch_equals_sequential_ticks(ticks: list[tuple[str, float]])
     ],
     2,
 )
+@example(HYSTERESIS_IN_PLACE, 1)
 def test_conflated_ticks_states_equal_recompute(ops: list[tuple[Any, ...]], window: int) -> None:
     """Ticks in conflated batches (apply_prices_fast: one state evaluation per batch, isolated
     pools included) == the naive reference stepped once per batch."""
