@@ -282,10 +282,13 @@ async def write_table(table: Any, pending: dict[str, tuple[Any, Any]]) -> None:
     key_type, value_type = changelog.key_type, changelog.value_type
     producer = app.producer
     store = table.data
+    current: int | None = None
     for key, (event, value) in pending.items():
-        set_current_event(event)  # the RocksDB store picks its partition DB from it
-        store[key] = value
         partition = event.message.partition
+        if partition != current:  # only its partition matters: set it when that changes
+            set_current_event(event)  # the RocksDB store picks its partition DB from it
+            current = partition
+        store[key] = value
         fut = await producer.send(
             name,
             dumps_key(key_type, key, serializer=table.key_serializer),
