@@ -206,11 +206,13 @@ class NaiveBook:
     def pool_figures(self, account: str) -> list[tuple[str | None, float, float]]:
         """(pool, equity, MM) of every margin pool of one account: the cross pool first (pool
         None; it exists with or without cross positions), then each isolated position (pool =
-        its instrument, equity = isolated margin + uPnL) in instrument-name order."""
+        its instrument, equity = isolated margin + uPnL) in the order the instruments were
+        first registered (the engine's instrument index: its worst-pool tie-break)."""
         cross = self.account_figures(account)
         out: list[tuple[str | None, float, float]] = [(None, cross["equity"], cross["mm"])]
-        for (acct, instrument), pos in sorted(self.positions.items()):
-            if acct == account and pos.isolated:
+        for instrument in self.instruments:
+            pos = self.positions.get((account, instrument))
+            if pos is not None and pos.isolated:
                 u, _n, m, _i, _c, _s = self.position_figures(instrument, pos)
                 out.append((instrument, pos.isolated_margin + u, m))
         return out
@@ -408,7 +410,7 @@ class NaiveStates:
 
     def worst_pool(self, book: NaiveBook, account: str) -> tuple[str | None, float]:
         """(pool, utilization) of the account's worst pool: highest state, then highest
-        utilization, then the cross pool, then the first instrument."""
+        utilization, then the cross pool, then the instrument registered first."""
         best: tuple[int, float] | None = None
         out: tuple[str | None, float] = (None, 0.0)
         for pool, equity, mm in book.pool_figures(account):
