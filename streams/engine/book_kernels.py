@@ -415,7 +415,10 @@ def typed_columns(arrays: list[FloatArray]) -> Any:
 
 @_jit
 def _next_state(util: float, equity: float, prev: int, up: FloatArray, down: FloatArray) -> int:
-    """StateMachine.next_state (states.py), compiled."""
+    """StateMachine.next_state (states.py), compiled (tests/unit/test_state_kernels.py pins the
+    two to each other); NaN is a bug upstream, rejected as there."""
+    if util != util or equity != equity:
+        raise ValueError("risk state of a NaN utilization / equity")
     if equity < 0:
         return 4
     raw = 0

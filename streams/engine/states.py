@@ -61,12 +61,17 @@ class StateMachine:
     def next_states(
         self, util: FloatArray, equity_usd: FloatArray, previous: StateArray
     ) -> StateArray:
+        if np.isnan(util).any() or np.isnan(equity_usd).any():
+            raise ValueError("risk state of a NaN utilization / equity")
         raw = np.searchsorted(self._up, util, side="right")
         raw = np.where(equity_usd < 0, int(RiskState.UNDERWATER), raw)
         sticky = np.minimum(previous, np.searchsorted(self._down, util, side="right"))
         return np.maximum(raw, sticky).astype(np.int8)
 
     def next_state(self, util: float, equity_usd: float, previous: int) -> int:
+        # NaN is a bug upstream (inputs are finite): bisect would call it liquidatable
+        if util != util or equity_usd != equity_usd:
+            raise ValueError("risk state of a NaN utilization / equity")
         if equity_usd < 0:
             return int(RiskState.UNDERWATER)
         raw = bisect_right(self._up_list, util)
