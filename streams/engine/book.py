@@ -73,6 +73,8 @@ from streams.engine.book_kernels import (
     BlockLists,
     PositionIndex,
     iso_tick,
+    iso_top,
+    iso_top_one,
     iso_worst,
 )
 from streams.engine.config import EngineConfig
@@ -260,19 +262,6 @@ class AccountBook:
 
     # -- ISOLATED POOLS ----------------------------------------------------------------------------
 
-    @staticmethod
-    def iso_pool_values(
-        inst: InstrumentState, block: Block, sl: slice | IntArray
-    ) -> tuple[FloatArray, FloatArray]:
-        """(equity, MM) of isolated pools ``sl`` of ``block`` at the instrument's mark."""
-        mark = inst.mark
-        eq = block.iso_margin[sl] + block.qv[sl] * (mark - block.entry[sl])
-        if inst.inverse:
-            notional = np.abs(block.size[sl]) * inst.contract_size
-        else:
-            notional = block.aq[sl] * mark
-        return eq, inst.table.maintenance_margin(notional)
-
     def _iso_tick(self, inst: InstrumentState) -> IntArray:
         """``_iso_ticks`` of one instrument."""
         assert inst.iso is not None
@@ -312,7 +301,7 @@ class AccountBook:
             return _NO_ACCOUNTS
         np.add.at(self.iso_levels, (a, old), -1)
         np.add.at(self.iso_levels, (a, new), 1)
-        self._refresh_iso_state(a)
+        iso_top(self.iso_levels, a, self.iso_state)
         return a
 
     def _iso_lists(self, ks: list[int] | None = None) -> list[Any]:
@@ -322,11 +311,6 @@ class AccountBook:
             cols = BlockLists("iso", ISO_COLUMNS)
             self.derived_cache["iso_columns"] = cols
         return cols.sync(self.instruments, ks)
-
-    def _refresh_iso_state(self, a: IntArray) -> None:
-        held = self.iso_levels[a] > 0
-        top = held.shape[1] - 1 - np.argmax(held[:, ::-1], axis=1)
-        self.iso_state[a] = np.where(held.any(axis=1), top, 0)
 
     def _file_iso_pool(self, a: int, inst: InstrumentState, slot: int, fresh: bool) -> None:
         """Evaluate one isolated pool (just set or changed) and file its state; a ``fresh`` pool
@@ -341,18 +325,11 @@ class AccountBook:
         if not fresh:
             self.iso_levels[a, prev] -= 1
         self.iso_levels[a, new] += 1
-        self._refresh_iso_state_one(a)
+        iso_top_one(self.iso_levels, a, self.iso_state)
 
     def _drop_iso_pool(self, a: int, block: Block, slot: int) -> None:
         self.iso_levels[a, int(block.pstate[slot])] -= 1
-        self._refresh_iso_state_one(a)
-
-    def _refresh_iso_state_one(self, a: int) -> None:
-        top = 0
-        for s, count in enumerate(self.iso_levels[a].tolist()):
-            if count:
-                top = s
-        self.iso_state[a] = top
+        iso_top_one(self.iso_levels, a, self.iso_state)
 
     def worst_pools(self) -> tuple[FloatArray, IntArray]:
         """(utilization, pool) of every account's worst pool; pool −1 = cross, else the

@@ -26,7 +26,14 @@ from numba.typed import List as TypedList
 from streams.engine.book import AccountBook, Transition, bulk_load
 from streams.engine.book_columns import TierPad as TierPad  # re-exported (pools, grid)
 from streams.engine.book_columns import _drop_aq_index, tier_pad
-from streams.engine.book_kernels import IN_PLACE, REJECTED, batch_accept, batch_in_place
+from streams.engine.book_kernels import (
+    IN_PLACE,
+    REJECTED,
+    batch_accept,
+    batch_in_place,
+    iso_top,
+    iso_top_one,
+)
 from streams.engine.models import Instrument, MarginTier
 from streams.engine.rejections import Rejection
 from streams.engine.tiers import FloatArray, IntArray
@@ -230,3 +237,5 @@ def warm_up() -> None:
     bulk_load(loaded, ["a"], one, zero, zero, one, one, np.ones(1, dtype=np.bool_), one)
     loaded.apply_mark(0, 0.5, 1.0)  # the isolated pools' tick kernel
     loaded.worst_pools()
+    iso_top(loaded.iso_levels, np.zeros(1, dtype=np.int64), loaded.iso_state)
+    iso_top_one(loaded.iso_levels, 0, loaded.iso_state)

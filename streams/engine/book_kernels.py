@@ -414,6 +414,29 @@ def typed_columns(arrays: list[FloatArray]) -> Any:
 
 
 @_jit
+def _top_level(levels: Any, a: int) -> int:
+    """The highest state with a pool in it in row ``a`` of ``levels`` (counts per state), or 0."""
+    for s in range(levels.shape[1] - 1, 0, -1):
+        if levels[a, s] > 0:
+            return s
+    return 0
+
+
+@_jit
+def iso_top(levels: Any, accounts: IntArray, out: Any) -> None:
+    """``out[a]`` = the worst isolated pool state of each account ``a`` in ``accounts``."""
+    for i in range(accounts.size):
+        a = accounts[i]
+        out[a] = _top_level(levels, a)
+
+
+@_jit
+def iso_top_one(levels: Any, a: int, out: Any) -> None:
+    """``iso_top`` of one account (no index array to build on the single-update path)."""
+    out[a] = _top_level(levels, a)
+
+
+@_jit
 def _next_state(util: float, equity: float, prev: int, up: FloatArray, down: FloatArray) -> int:
     """StateMachine.next_state (states.py), compiled (tests/unit/test_state_kernels.py pins the
     two to each other); NaN is a bug upstream, rejected as there."""

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from streams.engine.book_kernels import _next_state
+from streams.engine.book_kernels import _next_state, iso_top, iso_top_one
 from streams.engine.config import EngineConfig
 from streams.engine.models import RiskState
 from streams.engine.states import StateMachine
@@ -51,3 +51,14 @@ def test_nan_is_rejected_everywhere(util: float, equity: float) -> None:
         machine.next_states(np.array([util]), np.array([equity]), np.zeros(1, np.int8))
     with pytest.raises(ValueError, match="NaN"):
         _next_state(util, equity, 0, UP, DOWN)
+
+
+def test_iso_top_is_the_highest_held_level() -> None:
+    rng = np.random.default_rng(3)
+    levels = (rng.random((200, len(RiskState))) < 0.2).astype(np.int32)
+    want = [max((s for s in range(levels.shape[1]) if levels[a, s]), default=0) for a in range(200)]
+    out = np.full(200, 9, dtype=np.int8)
+    iso_top(levels, np.arange(0, 200, 2, dtype=np.int64), out)
+    for a in range(1, 200, 2):
+        iso_top_one(levels, a, out)
+    assert out.tolist() == want
