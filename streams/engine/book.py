@@ -979,14 +979,20 @@ class AccountBook:
         if moved >= 0:
             self.index.set_loc(moved, k, slot if loc >= 0 else ~slot)
 
+    @staticmethod
+    def balance_rejection(account: str, seq: int, prev_seq: int) -> Rejection | None:
+        """The rejection of a balance update with ``seq`` when ``prev_seq`` is stored (−1 =
+        none yet), or None when it is accepted (shared by the single and the batch path)."""
+        if prev_seq < 0 or seq > prev_seq:
+            return None
+        reason = RejectReason.DUPLICATE if seq == prev_seq else RejectReason.STALE_SEQUENCE
+        return Rejection(reason, f"balance {account}: seq {seq} vs stored {prev_seq}")
+
     def apply_balance(self, account: str, wallet: float, seq: int) -> list[Transition]:
         a = self.account_of(account)
-        prev_seq = int(self.balance_seq[a])
-        if prev_seq >= 0 and seq <= prev_seq:
-            reason = RejectReason.DUPLICATE if seq == prev_seq else RejectReason.STALE_SEQUENCE
-            raise RejectedEvent(
-                Rejection(reason, f"balance {account}: seq {seq} vs stored {prev_seq}")
-            )
+        rejection = self.balance_rejection(account, seq, int(self.balance_seq[a]))
+        if rejection is not None:
+            raise RejectedEvent(rejection)
         self.balance_seq[a] = seq
         self.equity[a] += wallet - self.wallet[a]
         self.wallet[a] = wallet
@@ -1003,12 +1009,9 @@ class AccountBook:
         stored = self.balance_seq
         for i, (name, wallet, seq) in enumerate(zip(accounts, wallets, seqs, strict=True)):
             a = account_of(name)
-            prev_seq = int(stored[a])
-            if prev_seq >= 0 and seq <= prev_seq:
-                reason = RejectReason.DUPLICATE if seq == prev_seq else RejectReason.STALE_SEQUENCE
-                rejections.append(
-                    (i, Rejection(reason, f"balance {name}: seq {seq} vs stored {prev_seq}"))
-                )
+            rejection = self.balance_rejection(name, seq, int(stored[a]))
+            if rejection is not None:
+                rejections.append((i, rejection))
                 continue
             stored[a] = seq
             final[a] = wallet

@@ -491,3 +491,17 @@ def test_transition_utilization_is_the_worst_pools_for_many_accounts() -> None:
         assert t.current is RiskState.LIQUIDATABLE and risk.worst_pool == "BTC"
         i = int(t.account[1:])
         assert t.utilization == risk.utilization == pytest.approx(95.25 / (50.0 + i))
+
+
+def test_balance_rejections_are_the_same_one_at_a_time_and_in_a_batch() -> None:
+    one = engine_with(balance("alice", 1_000.0, seq=5))
+    batch = engine_with(balance("alice", 1_000.0, seq=5))
+    want = []
+    for seq in (5, 4):
+        with pytest.raises(RejectedEvent) as exc:
+            one.apply_balance_fast("alice", 2_000.0, seq, 2.0)
+        want.append(exc.value.rejection)
+    _tr, got = batch.apply_balances_fast(["alice", "alice"], [2_000.0, 2_000.0], [5, 4], 2.0)
+    assert [r for _i, r in got] == want
+    assert [r.reason for r in want] == [RejectReason.DUPLICATE, RejectReason.STALE_SEQUENCE]
+    assert want[1].detail == "balance alice: seq 4 vs stored 5"
