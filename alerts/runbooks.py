@@ -20,7 +20,7 @@ import argparse
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -39,12 +39,15 @@ def files_with_links() -> list[Path]:
     return [*rule_files(), *sorted(PROMTOOL_TESTS_DIR.glob("*.test.yml"))]
 
 
-def runbook_urls() -> dict[str, str | None]:
-    """Alert name -> its ``runbook_url`` annotation (None when missing), over all rule files."""
+def runbook_urls(paths: list[Path] | None = None) -> dict[str, str | None]:
+    """Alert name -> its ``runbook_url`` annotation (None when missing), over the rule files
+    among ``paths`` (default: this repository's rule files; other YAML files are skipped)."""
     out: dict[str, str | None] = {}
-    for path in rule_files():
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
+    for path in rule_files() if paths is None else paths:
+        doc = yaml.safe_load(path.read_text())
+        groups = doc.get("groups") if isinstance(doc, dict) else None
+        for group in groups or []:
+            for rule in group.get("rules") or []:
                 if "alert" in rule:
                     out[rule["alert"]] = (rule.get("annotations") or {}).get("runbook_url")
     return out
@@ -52,9 +55,11 @@ def runbook_urls() -> dict[str, str | None]:
 
 def split_url(url: str) -> tuple[str, str]:
     """``(base, page)``: ``https://h/x/docs/runbooks/A.md`` -> ``("https://h/x/docs/runbooks",
-    "A.md")``; the page is the last path segment."""
-    base, _, page = url.rpartition("/")
-    return base, page
+    "A.md")``; the page is the last path segment (a ``?query`` or ``#anchor`` is not part of
+    it, nor of the base)."""
+    parts = urlsplit(url)
+    path, _, page = parts.path.rpartition("/")
+    return urlunsplit((parts.scheme, parts.netloc, path, "", "")), page
 
 
 def current_base(urls: Mapping[str, str | None] | None = None) -> str:
@@ -97,14 +102,16 @@ def problems(urls: Mapping[str, str | None] | None = None) -> list[str]:
 
 def set_base(new_base: str, files: list[Path] | None = None) -> list[Path]:
     """Replace the current base by ``new_base`` in ``files`` (default: every file with runbook
-    links; text replacement, so comments and layout stay). Returns the files changed."""
+    links; text replacement, so comments and layout stay). The current base is read from the
+    rule files among ``files``. Returns the files changed."""
     new_base = new_base.rstrip("/")
     parts = urlsplit(new_base)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{new_base!r} is not an absolute http(s) URL")
-    old = current_base() + "/"
+    files = files_with_links() if files is None else files
+    old = current_base(runbook_urls(files)) + "/"
     changed = []
-    for path in files_with_links() if files is None else files:
+    for path in files:
         text = path.read_text()
         updated = text.replace(old, new_base + "/")
         if updated != text:

@@ -141,6 +141,30 @@ def test_runbook_link_problems_are_reported() -> None:
         assert runbooks.problems(urls), case
 
 
+def test_links_with_an_anchor_or_a_query_resolve() -> None:
+    base = "https://git.example.com/riskmon/docs/runbooks"
+    assert runbooks.split_url(f"{base}/RiskmonWorkerDown.md#triage") == (
+        base,
+        "RiskmonWorkerDown.md",
+    )
+    for suffix in ("#triage", "?plain=1"):
+        urls = {"RiskmonWorkerDown": f"{base}/RiskmonWorkerDown.md{suffix}"}
+        assert runbooks.problems(urls) == [], suffix
+
+
+def test_set_base_reads_the_old_base_from_the_files_it_rewrites(tmp_path: Path) -> None:
+    """A copy whose links already point elsewhere is rewritten from ITS base, not the repo's."""
+    copy = tmp_path / "prometheus"
+    shutil.copytree(ROOT / "alerts" / "prometheus", copy)
+    rules = sorted((copy / "rules").glob("*.yml"))
+    moved = "https://mirror.example.org/riskmon/runbooks"
+    runbooks.set_base(moved, rules)
+    assert runbooks.current_base(runbooks.runbook_urls(rules)) == moved
+    final = "https://wiki.example.net/ops/runbooks"
+    assert set(runbooks.set_base(final, rules)) == set(rules)
+    assert runbooks.current_base(runbooks.runbook_urls(rules)) == final
+
+
 def test_set_base_rewrites_rules_and_promtool_tests_together(tmp_path: Path) -> None:
     """The documented way to change the base rewrites every link and keeps promtool green."""
     copy = tmp_path / "prometheus"
