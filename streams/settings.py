@@ -158,6 +158,10 @@ class WorkerSettings(_Group):
     # A rebalance whose table recovery has not completed after this long is restarted by asking
     # the consumer to rejoin the group (works around faust recoveries that stall; 0 = never).
     recovery_timeout_s: float = Field(default=60.0, ge=0)
+    # Freeze the heap out of the cyclic GC at readiness and after a full collection slower than
+    # gc_slow_full_ms (see streams.agents.gcpolicy; 0 ms = only at readiness).
+    gc_freeze: bool = True
+    gc_slow_full_ms: float = Field(default=50.0, ge=0)
     # How long a rebalance may wait for in-flight events (faust ``stream_wait_empty``).
     broker_session_timeout_s: float = Field(default=30.0, gt=0)
     broker_heartbeat_interval_s: float = Field(default=3.0, gt=0)

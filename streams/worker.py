@@ -260,6 +260,11 @@ def run(args: argparse.Namespace) -> int:
     from streams.agents.runtime import runtime
     from streams.app import app
 
+    if settings.worker.gc_freeze:
+        from streams.agents.gcpolicy import gc_policy
+
+        gc_policy.install(settings.worker.gc_slow_full_ms)
+
     level = settings.worker.log_level
     worker = Worker(
         app,

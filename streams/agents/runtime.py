@@ -28,6 +28,7 @@ from prometheus_client import Counter
 
 from streams.adapters.metrics import MetricsSnapshot, RiskMetrics, VenueSnapshot
 from streams.agents import deadletters
+from streams.agents.gcpolicy import gc_policy
 from streams.app import (
     app,
     balances_table,
@@ -193,6 +194,7 @@ class Runtime:
         self.assigned: set[int] | None = None  # account partitions; None = not known yet
         self.generation = 0  # consumer-group generation the current assignment belongs to
         self.rebalancing = False
+        self._was_ready = False  # readiness at the last update_ready (freeze on False -> True)
         self.rebalance_started = 0.0  # monotonic time of the revocation that started it
         self.recovered = False  # tables recovered at least once since start
         self.owns_partials = False  # this worker owns the partials partition (the combiner)
@@ -217,6 +219,10 @@ class Runtime:
             and self.assigned is not None
             and all(p in self.engines for p in self.assigned)
         )
+        if ready and not self._was_ready:
+            # tables recovered, engines built: take the long-lived heap out of the cyclic GC
+            gc_policy.on_ready()
+        self._was_ready = ready
         self.metrics.set_ready(ready)
 
     # -- reference data (fan-out to every engine of this worker) -----------------------------
