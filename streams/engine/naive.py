@@ -251,8 +251,10 @@ class NaiveBook:
                     u, _n, mmp, _i, _c, _sl = self.position_figures(name, p, s)
                     eq += u
                     mm += mmp
-                util = _utilization(mm, eq)
-                ok = util < limit if liquidation else math.isfinite(util)
+                if liquidation:
+                    ok = _utilization(mm, eq) < limit
+                else:  # utilization infinite, without the division (mm / tiny eq overflows)
+                    ok = not (eq < 0 or (eq <= 0 and mm > 0))
                 return 1.0 if ok else -1.0
 
             for j, liquidation in enumerate((True, True, False, False)):

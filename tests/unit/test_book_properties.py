@@ -238,6 +238,7 @@ class Replay:
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events)
 @example(HYSTERESIS_IN_PLACE)
+@example([("price", "BTC", 1.0), ("position", "a0", "BTC", 0.1, 1.0, True, 2.225073858507e-311, 0)])
 def test_incremental_book_equals_recompute(ops: list[tuple[Any, ...]]) -> None:
     replay = Replay(EngineConfig())
     for op in ops:
