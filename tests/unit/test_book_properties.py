@@ -44,8 +44,7 @@ prices = st.tuples(
     st.sampled_from(NAMES),
     st.one_of(st.floats(0.5, 1.5), st.sampled_from([0.5, 1.5])),
 )
-positions = st.tuples(
-    st.just("position"),
+position_rows = st.tuples(
     st.sampled_from(ACCOUNTS),
     st.sampled_from([*NAMES, "NOPE"]),
     st.one_of(
@@ -57,6 +56,7 @@ positions = st.tuples(
     st.floats(0.0, 5_000.0),
     st.sampled_from([-1, 0, 1, 1, 1, 2]),
 )
+positions = position_rows.map(lambda row: ("position", *row))
 balances = st.tuples(
     st.just("balance"),
     st.sampled_from(ACCOUNTS),
@@ -346,20 +346,6 @@ def test_sorted_tier_index_equals_recompute(ops: list[tuple[Any, ...]]) -> None:
         replay.check()
     finally:
         book_module.SORT_AFTER_CROSSINGS = saved
-
-
-position_rows = st.tuples(
-    st.sampled_from(ACCOUNTS),
-    st.sampled_from([*NAMES, "NOPE"]),
-    st.one_of(
-        st.sampled_from([0.0, 0.1, -0.2, 1.0, -1.5, 2.5, -3.0]),
-        st.floats(-3.0, 3.0).filter(lambda x: abs(x) > 1e-6),
-    ),
-    st.floats(0.7, 1.3),
-    st.booleans(),
-    st.floats(0.0, 5_000.0),
-    st.sampled_from([-1, 0, 1, 1, 1, 2]),
-)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
